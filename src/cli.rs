@@ -1,0 +1,227 @@
+//! The command line: clap definitions (their doc comments are the help
+//! text), settings resolution, and the mapping of results to exit statuses.
+
+use crate::commands::{wal_fetch, wal_push};
+use crate::error::Error;
+use crate::report::{self, Verbosity};
+use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// PostgreSQL continuous archiving and point-in-time recovery, bound to the
+/// cluster it came from.
+#[derive(Debug, Parser)]
+#[command(name = "pgproof", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file [default: /etc/pgproof/pgproof.toml when it exists]
+    #[arg(long, global = true, env = "PGPROOF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Cluster name: the cluster's prefix in the repository
+    #[arg(long, global = true, env = "PGPROOF_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Repository: file:///path or s3://bucket/prefix
+    #[arg(long, global = true, env = "PGPROOF_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Compression of stored files: zstd, zstd:LEVEL, lz4 or none [default: zstd:3]
+    #[arg(long, global = true, env = "PGPROOF_COMPRESSION", value_name = "CODEC")]
+    pub compression: Option<String>,
+    /// The cluster's data directory
+    #[arg(long, global = true, env = "PGPROOF_PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Time limit for each network step, e.g. 30s or 2m [default: 60s]
+    #[arg(long, global = true, env = "PGPROOF_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Say more (-v), or everything (-vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print errors only
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file; use as archive_command = 'pgproof wal-push %p'
+    WalPush {
+        /// Path of the file, relative to the data directory (%p)
+        path: PathBuf,
+        /// How many other files already marked ready to push alongside [default: 4]
+        #[arg(long, env = "PGPROOF_PUSH_AHEAD", value_name = "N")]
+        push_ahead: Option<usize>,
+    },
+    /// Restore one WAL file; use as restore_command = 'pgproof wal-fetch %f %p'
+    ///
+    /// Exits 0 with the file in place, 1 when it is not archived, 128 on any
+    /// other failure (1 in standby mode, so that a standby retries).
+    WalFetch {
+        /// File name wanted (%f)
+        name: String,
+        /// Where to write it, relative to the data directory (%p)
+        dest: PathBuf,
+        /// How many following segments to download in the background [default: 8]
+        #[arg(long, env = "PGPROOF_PREFETCH", value_name = "N")]
+        prefetch: Option<usize>,
+    },
+    /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
+    #[command(hide = true)]
+    WalPrefetch {
+        name: String,
+        #[arg(long, value_name = "N")]
+        prefetch: Option<usize>,
+    },
+}
+
+impl Command {
+    fn label(&self) -> &'static str {
+        match self {
+            Command::WalPush { .. } => "wal-push",
+            Command::WalFetch { .. } => "wal-fetch",
+            Command::WalPrefetch { .. } => "wal-prefetch",
+        }
+    }
+}
+
+/// Parses the process arguments, runs the command and returns the exit status.
+pub fn main() -> i32 {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, 1) => Verbosity::Verbose,
+        _ => Verbosity::Debug,
+    };
+    let label = cli.command.label();
+    report::init_logging(verbosity, label);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgproof {label}: ERROR: cannot start the async runtime: {e}");
+            return 70;
+        }
+    };
+    runtime.block_on(dispatch(cli, &matches))
+}
+
+async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
+    let label = cli.command.label();
+    let mut over = overrides(&cli, matches);
+    match &cli.command {
+        Command::WalPush { path, push_ahead } => {
+            over.push_ahead = *push_ahead;
+            let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
+                Ok(s) => s,
+                Err(e) => return fail(label, &e, e.kind().exit_code()),
+            };
+            let opts = wal_push::WalPushOptions { path: path.clone() };
+            match wal_push::run(&settings, &opts).await {
+                Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::WalFetch {
+            name,
+            dest,
+            prefetch,
+        } => {
+            over.prefetch = *prefetch;
+            let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
+                Ok(s) => s,
+                // Without settings we cannot know whether this is a standby:
+                // stopping recovery is the safe answer.
+                Err(e) => return fail(label, &e, wal_fetch::EXIT_STOP_RECOVERY),
+            };
+            let opts = wal_fetch::WalFetchOptions {
+                name: name.clone(),
+                dest: dest.clone(),
+            };
+            match wal_fetch::run(&settings, &opts).await {
+                Ok(fetched) => fetched.into(),
+                Err(e) => fail(label, &e, wal_fetch::failure_exit_code(&settings)),
+            }
+        }
+        Command::WalPrefetch { name, prefetch } => {
+            over.prefetch = *prefetch;
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::WorkingDirectory)?;
+                wal_fetch::run_prefetcher(&settings, name).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+    }
+}
+
+fn fail(label: &str, err: &Error, code: i32) -> i32 {
+    tracing::error!("{err}");
+    if let Some(hint) = err.hint() {
+        tracing::error!("hint: {hint}");
+    }
+    // If logging is filtered out entirely (-q still shows errors), nothing is lost.
+    let _ = label;
+    code
+}
+
+fn origin(matches: &ArgMatches, id: &'static str, flag: &'static str, env: &'static str) -> Origin {
+    match matches.value_source(id) {
+        Some(ValueSource::EnvVariable) => Origin::Env(env),
+        _ => Origin::Flag(flag),
+    }
+}
+
+fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
+    let sourced =
+        |v: Option<String>, id, flag, env| v.map(|v| Sourced::new(v, origin(m, id, flag, env)));
+    Overrides {
+        config: cli
+            .config
+            .clone()
+            .map(|v| Sourced::new(v, origin(m, "config", "--config", "PGPROOF_CONFIG"))),
+        cluster: sourced(
+            cli.cluster.clone(),
+            "cluster",
+            "--cluster",
+            "PGPROOF_CLUSTER",
+        ),
+        repo: sourced(cli.repo.clone(), "repo", "--repo", "PGPROOF_REPO"),
+        compression: sourced(
+            cli.compression.clone(),
+            "compression",
+            "--compression",
+            "PGPROOF_COMPRESSION",
+        ),
+        pgdata: cli
+            .pgdata
+            .clone()
+            .map(|v| Sourced::new(v, origin(m, "pgdata", "--pgdata", "PGPROOF_PGDATA"))),
+        timeout: sourced(
+            cli.timeout.clone(),
+            "timeout",
+            "--timeout",
+            "PGPROOF_TIMEOUT",
+        ),
+        push_ahead: None,
+        prefetch: None,
+    }
+}

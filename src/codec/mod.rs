@@ -1,0 +1,8 @@
+//! Codecs: how bytes are compressed and checksummed on their way to storage.
+//! They know nothing of PostgreSQL, storage or commands.
+
+pub mod checksum;
+pub mod compression;
+
+pub use checksum::{Checksum, Hasher};
+pub use compression::Compression;

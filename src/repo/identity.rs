@@ -1,0 +1,73 @@
+//! The identity record of a cluster prefix: which PostgreSQL system the
+//! prefix belongs to. Written once, when the first WAL or backup arrives;
+//! changed only by an explicit rebind, which appends a binding and keeps the
+//! earlier ones so their backups and WAL stay readable.
+
+use crate::pg::version::Major;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The repository format this build writes; see docs/FORMAT.md.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub format: u32,
+    pub cluster: String,
+    /// Oldest first; the last one is the binding new WAL and backups go to.
+    pub bindings: Vec<Binding>,
+}
+
+/// One system (a system identifier and a major version) a prefix was bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// `<major>-<system identifier>`: the directory under `wal/` and `backups/`.
+    pub id: String,
+    /// A string: JSON numbers lose precision above 2^53 in many readers.
+    #[serde(with = "u64_as_string")]
+    pub system_identifier: u64,
+    pub major: Major,
+    pub wal_segment_size: u32,
+    pub bound_at: DateTime<Utc>,
+    /// Where the binding was made from: the host and data directory.
+    pub host: String,
+    pub pgdata: String,
+    pub pgproof_version: String,
+    pub reason: String,
+}
+
+impl Binding {
+    pub fn id_for(system_identifier: u64, major: Major) -> String {
+        format!("{major}-{system_identifier}")
+    }
+
+    pub fn is_system(&self, system_identifier: u64, major: Major) -> bool {
+        self.system_identifier == system_identifier && self.major == major
+    }
+}
+
+impl ClusterRecord {
+    pub fn current(&self) -> &Binding {
+        self.bindings.last().expect("a record always has a binding")
+    }
+
+    pub fn find(&self, system_identifier: u64, major: Major) -> Option<&Binding> {
+        self.bindings
+            .iter()
+            .find(|b| b.is_system(system_identifier, major))
+    }
+}
+
+mod u64_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}

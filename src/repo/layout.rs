@@ -1,0 +1,136 @@
+//! The only code that turns repository concepts into object keys. The
+//! layout is specified in docs/FORMAT.md; change both together.
+
+use crate::codec::{Checksum, Compression};
+use crate::error::{Error, Result};
+use crate::pg::walname::WalFileName;
+use std::fmt;
+
+/// A cluster's name in the repository: the first path element of all its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn new(name: &str) -> Result<ClusterName> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if ok {
+            Ok(ClusterName(name.to_string()))
+        } else {
+            Err(
+                Error::config(format!("{name:?} is not a valid cluster name")).with_hint(
+                    "use 1 to 64 letters, digits, '.', '-' or '_', not starting with '.'",
+                ),
+            )
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity record of a cluster prefix.
+pub fn identity_record(cluster: &ClusterName) -> String {
+    format!("{cluster}/cluster.json")
+}
+
+/// The directory holding the WAL of one binding (one system identifier and major).
+pub fn wal_root(cluster: &ClusterName, binding: &str) -> String {
+    format!("{cluster}/wal/{binding}")
+}
+
+/// The directory a WAL file of this name is stored in: history files at the
+/// binding's WAL root, everything else grouped by timeline and log.
+pub fn wal_dir(cluster: &ClusterName, binding: &str, name: WalFileName) -> String {
+    match name.segment() {
+        Some(seg) => format!("{}/{}", wal_root(cluster, binding), seg.directory()),
+        None => wal_root(cluster, binding),
+    }
+}
+
+/// `<dir>/<wal name>-<sha256 of the uncompressed file>.<compression>`: the
+/// checksum in the key lets one listing tell an identical re-push from a
+/// conflicting one, without downloading anything.
+pub fn wal_object(
+    cluster: &ClusterName,
+    binding: &str,
+    name: WalFileName,
+    sum: Checksum,
+    c: Compression,
+) -> String {
+    format!(
+        "{}/{name}-{sum}.{}",
+        wal_dir(cluster, binding, name),
+        c.extension()
+    )
+}
+
+/// A WAL object's key, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalObjectName {
+    pub name: WalFileName,
+    pub checksum: Checksum,
+    pub compression: Compression,
+}
+
+/// Decodes the last path element of a WAL object key; `None` for anything else.
+pub fn parse_wal_object(key: &str) -> Option<WalObjectName> {
+    let file = key.rsplit('/').next()?;
+    let (stem, ext) = file.rsplit_once('.')?;
+    let (name, sum) = stem.rsplit_once('-')?;
+    Some(WalObjectName {
+        name: WalFileName::parse(name).ok()?,
+        checksum: sum.parse().ok()?,
+        compression: Compression::from_extension(ext)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names() {
+        assert!(ClusterName::new("main").is_ok());
+        assert!(ClusterName::new("pg15-main_2.a").is_ok());
+        for bad in ["", ".hidden", "a/b", "x y", &"n".repeat(65)] {
+            assert!(ClusterName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wal_keys_round_trip() {
+        let c = ClusterName::new("main").unwrap();
+        let sum = Checksum::of(b"x");
+        for n in [
+            "000000010000000A000000FF",
+            "00000002.history",
+            "000000010000000000000003.partial",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            let name = WalFileName::parse(n).unwrap();
+            let key = wal_object(&c, "15-42", name, sum, Compression::Lz4);
+            let parsed = parse_wal_object(&key).unwrap();
+            assert_eq!(parsed.name, name);
+            assert_eq!(parsed.checksum, sum);
+            assert_eq!(parsed.compression, Compression::Lz4);
+        }
+        let seg = WalFileName::parse("000000010000000A000000FF").unwrap();
+        assert_eq!(
+            wal_object(&c, "15-42", seg, sum, Compression::None),
+            format!("main/wal/15-42/000000010000000A/000000010000000A000000FF-{sum}.raw")
+        );
+        assert!(parse_wal_object("main/wal/15-42/0000000100000000/junk.txt").is_none());
+    }
+}

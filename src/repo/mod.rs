@@ -1,0 +1,115 @@
+//! The repository: a cluster's prefix in storage, its identity record, its
+//! WAL archive and (later) its backups. Uses storage and codecs; knows
+//! nothing of commands or the CLI.
+
+pub mod document;
+pub mod identity;
+pub mod layout;
+pub mod wal;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::storage::Storage;
+use bytes::Bytes;
+use identity::{Binding, ClusterRecord, FORMAT_VERSION};
+pub use layout::ClusterName;
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: Storage,
+    cluster: ClusterName,
+}
+
+/// What binding a system to the prefix found.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    /// The prefix was empty; this system is now its identity.
+    Created(Binding),
+    /// The prefix already belongs to this system.
+    Existing(Binding),
+    /// The prefix belongs to another system (its current binding is given).
+    Mismatch(Binding),
+}
+
+impl Repository {
+    pub fn new(storage: Storage, cluster: ClusterName) -> Repository {
+        Repository { storage, cluster }
+    }
+
+    pub fn cluster(&self) -> &ClusterName {
+        &self.cluster
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// `<repository URL>/<cluster>`, as operators see the prefix.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{}",
+            self.storage.url().to_string().trim_end_matches('/'),
+            self.cluster
+        )
+    }
+
+    pub async fn load_record(&self) -> Result<Option<ClusterRecord>> {
+        let key = layout::identity_record(&self.cluster);
+        let bytes = match self.storage.get(&key).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let record: ClusterRecord = document::decode(&bytes, &format!("identity record {key}"))?;
+        if record.format > FORMAT_VERSION {
+            return Err(Error::config(format!(
+                "{} uses repository format {}, newer than this pgproof understands ({FORMAT_VERSION})",
+                self.describe(),
+                record.format
+            ))
+            .with_hint("upgrade pgproof on this host"));
+        }
+        if record.bindings.is_empty() {
+            return Err(Error::corrupt(format!(
+                "identity record {key} lists no system"
+            )));
+        }
+        Ok(Some(record))
+    }
+
+    /// Binds an empty prefix to `candidate`, or reports whom it belongs to.
+    /// Safe against a concurrent first push: the record is created only if absent.
+    pub async fn bind(&self, candidate: Binding) -> Result<Bound> {
+        for _ in 0..2 {
+            if let Some(record) = self.load_record().await? {
+                let current = record.current().clone();
+                return Ok(if current.id == candidate.id {
+                    Bound::Existing(current)
+                } else {
+                    Bound::Mismatch(current)
+                });
+            }
+            let record = ClusterRecord {
+                format: FORMAT_VERSION,
+                cluster: self.cluster.to_string(),
+                bindings: vec![candidate.clone()],
+            };
+            let key = layout::identity_record(&self.cluster);
+            match self
+                .storage
+                .put_new(&key, Bytes::from(document::encode(&record)?))
+                .await
+            {
+                Ok(()) => return Ok(Bound::Created(candidate)),
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Storage,
+            format!(
+                "could not read or create the identity record of {}",
+                self.describe()
+            ),
+        ))
+    }
+}

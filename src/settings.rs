@@ -1,0 +1,435 @@
+//! Settings: flags, then `PGPROOF_*` environment variables, then a TOML file
+//! (`--config`, `PGPROOF_CONFIG`, or /etc/pgproof/pgproof.toml) that can
+//! describe several clusters by name. Every resolved value remembers where
+//! it came from, so that commands can say so.
+
+use crate::codec::Compression;
+use crate::error::{Error, Result};
+use crate::repo::ClusterName;
+use crate::storage::{DEFAULT_TIMEOUT, RepoUrl};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgproof/pgproof.toml";
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag(&'static str),
+    Env(&'static str),
+    File(PathBuf),
+    /// Derived from the surroundings, described in words.
+    Derived(String),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Env(var) => write!(f, "${var}"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Derived(how) => f.write_str(how),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Sourced<T> {
+    pub fn new(value: T, origin: Origin) -> Self {
+        Sourced { value, origin }
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub repo: Option<String>,
+    pub compression: Option<String>,
+    pub timeout: Option<String>,
+    pub push_ahead: Option<usize>,
+    pub prefetch: Option<usize>,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// One `[clusters.NAME]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub pgdata: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub compression: Option<String>,
+    /// Socket directory or host name, overriding postmaster.pid.
+    pub host: Option<String>,
+    /// Port, overriding postmaster.pid.
+    pub port: Option<u16>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| {
+            Error::config(format!(
+                "configuration file {} is not valid: {}",
+                path.display(),
+                e.message()
+            ))
+            .with_hint("see the configuration reference in the README")
+        })
+    }
+}
+
+/// Raw values from flags or the environment, before merging with the file.
+/// Each carries the origin clap reported.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<Sourced<PathBuf>>,
+    pub cluster: Option<Sourced<String>>,
+    pub repo: Option<Sourced<String>>,
+    pub compression: Option<Sourced<String>>,
+    pub pgdata: Option<Sourced<PathBuf>>,
+    pub timeout: Option<Sourced<String>>,
+    pub push_ahead: Option<usize>,
+    pub prefetch: Option<usize>,
+}
+
+/// How the data directory is looked for when no setting names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgdataFallback {
+    /// archive_command and restore_command run in PGDATA: use the working directory.
+    WorkingDirectory,
+    /// Interactive commands: the `PGDATA` environment variable.
+    PgdataEnv,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: Sourced<ClusterName>,
+    pub repo: Sourced<RepoUrl>,
+    pub compression: Sourced<Compression>,
+    pub pgdata: Option<Sourced<PathBuf>>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub timeout: Duration,
+    pub push_ahead: usize,
+    pub prefetch: usize,
+    pub config_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_PUSH_AHEAD: usize = 4;
+pub const DEFAULT_PREFETCH: usize = 8;
+
+impl Settings {
+    /// Merges flags/environment with the configuration file. `pgdata_arg` is
+    /// a command's own PGDATA argument, which wins over everything.
+    pub fn resolve(
+        over: &Overrides,
+        pgdata_arg: Option<PathBuf>,
+        fallback: PgdataFallback,
+    ) -> Result<Settings> {
+        let (file, config_file) = load_file(over.config.as_ref())?;
+        let file_origin = || Origin::File(config_file.clone().unwrap_or_default());
+
+        let mut pgdata: Option<Sourced<PathBuf>> = pgdata_arg
+            .map(|p| Sourced::new(p, Origin::Derived("command argument".into())))
+            .or_else(|| over.pgdata.clone());
+
+        let (cluster_name, section) =
+            choose_cluster(over, &file, pgdata.as_ref(), fallback, &file_origin)?;
+
+        if pgdata.is_none() {
+            if let Some(p) = section.as_ref().and_then(|s| s.pgdata.clone()) {
+                pgdata = Some(Sourced::new(p, file_origin()));
+            }
+        }
+        if pgdata.is_none() {
+            pgdata = fallback_pgdata(fallback);
+        }
+
+        let repo_text = over
+            .repo
+            .clone()
+            .or_else(|| section.as_ref().and_then(|s| s.repo.clone()).map(|r| Sourced::new(r, file_origin())))
+            .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin())))
+            .ok_or_else(|| {
+                Error::config("no repository is configured").with_hint(
+                    "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
+                )
+            })?;
+        let repo = Sourced::new(
+            repo_text
+                .value
+                .parse::<RepoUrl>()
+                .map_err(|e| e.context(format!("repository from {}", repo_text.origin)))?,
+            repo_text.origin,
+        );
+
+        let compression_text = over
+            .compression
+            .clone()
+            .or_else(|| {
+                section
+                    .as_ref()
+                    .and_then(|s| s.compression.clone())
+                    .map(|c| Sourced::new(c, file_origin()))
+            })
+            .or_else(|| {
+                file.compression
+                    .clone()
+                    .map(|c| Sourced::new(c, file_origin()))
+            });
+        let compression = match compression_text {
+            Some(c) => Sourced::new(
+                c.value
+                    .parse::<Compression>()
+                    .map_err(|e| e.context(format!("compression from {}", c.origin)))?,
+                c.origin,
+            ),
+            None => Sourced::new(Compression::default(), Origin::Default),
+        };
+
+        let timeout = match over
+            .timeout
+            .clone()
+            .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin())))
+        {
+            Some(t) => parse_duration(&t.value)
+                .map_err(|e| e.context(format!("timeout from {}", t.origin)))?,
+            None => DEFAULT_TIMEOUT,
+        };
+
+        Ok(Settings {
+            cluster: cluster_name,
+            repo,
+            compression,
+            pgdata,
+            host: section.as_ref().and_then(|s| s.host.clone()),
+            port: section.as_ref().and_then(|s| s.port),
+            timeout,
+            push_ahead: over
+                .push_ahead
+                .or(file.push_ahead)
+                .unwrap_or(DEFAULT_PUSH_AHEAD),
+            prefetch: over.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
+            config_file,
+        })
+    }
+}
+
+fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(p) => p.value.clone(),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+            if !default.exists() {
+                return Ok((FileConfig::default(), None));
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::config(format!("cannot read configuration file {}", path.display()))
+            .with_source(e)
+            .with_hint(match explicit {
+                Some(s) => format!("it was named by {}", s.origin),
+                None => "it must be readable by the user running pgproof".to_string(),
+            })
+    })?;
+    Ok((FileConfig::parse(&text, &path)?, Some(path)))
+}
+
+fn choose_cluster(
+    over: &Overrides,
+    file: &FileConfig,
+    pgdata: Option<&Sourced<PathBuf>>,
+    fallback: PgdataFallback,
+    file_origin: &dyn Fn() -> Origin,
+) -> Result<(Sourced<ClusterName>, Option<ClusterConfig>)> {
+    if let Some(name) = &over.cluster {
+        let cluster = ClusterName::new(&name.value)
+            .map_err(|e| e.context(format!("cluster from {}", name.origin)))?;
+        return Ok((
+            Sourced::new(cluster, name.origin.clone()),
+            file.clusters.get(&name.value).cloned(),
+        ));
+    }
+    // The data directory in use picks its section: archive_command runs in
+    // PGDATA, so one file can serve every cluster on the host.
+    let in_use = pgdata
+        .map(|p| p.value.clone())
+        .or_else(|| fallback_pgdata(fallback).map(|p| p.value));
+    if let Some(dir) = in_use.as_deref() {
+        let dir = canonical(dir);
+        let matching: Vec<_> = file
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.pgdata.as_deref().is_some_and(|p| canonical(p) == dir))
+            .collect();
+        if let [(name, section)] = matching.as_slice() {
+            let origin = Origin::Derived(format!(
+                "the section whose pgdata is {} in {}",
+                dir.display(),
+                file_origin()
+            ));
+            return Ok((
+                Sourced::new(ClusterName::new(name)?, origin),
+                Some((*section).clone()),
+            ));
+        }
+    }
+    if file.clusters.len() == 1 {
+        let (name, section) = file.clusters.iter().next().expect("one entry");
+        let origin = Origin::Derived(format!("the only cluster in {}", file_origin()));
+        return Ok((
+            Sourced::new(ClusterName::new(name)?, origin),
+            Some(section.clone()),
+        ));
+    }
+    Err(Error::config("no cluster name is set").with_hint(
+        "set --cluster or PGPROOF_CLUSTER; it names the cluster's prefix in the repository (or describe the cluster, with its pgdata, in the configuration file)",
+    ))
+}
+
+fn fallback_pgdata(fallback: PgdataFallback) -> Option<Sourced<PathBuf>> {
+    match fallback {
+        PgdataFallback::WorkingDirectory => std::env::current_dir()
+            .ok()
+            .filter(|d| d.join("PG_VERSION").is_file())
+            .map(|d| Sourced::new(d, Origin::Derived("the working directory".into()))),
+        PgdataFallback::PgdataEnv => std::env::var_os("PGDATA")
+            .filter(|v| !v.is_empty())
+            .map(|v| Sourced::new(PathBuf::from(v), Origin::Env("PGDATA"))),
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `90s`, `5m`, `1h30m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let parsed = match t.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(t),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::config(format!("{text:?} is not a duration"))
+            .with_hint("write e.g. 30s, 5m or 1h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgproof.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn with_config(path: &Path) -> Overrides {
+        Overrides {
+            config: Some(Sourced::new(path.to_path_buf(), Origin::Flag("--config"))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let (_d, path) = write_config(
+            "repo = \"file:///a\"\ncompression = \"lz4\"\n[clusters.main]\npgdata = \"/nonexistent/x\"\n",
+        );
+        let mut over = with_config(&path);
+        over.repo = Some(Sourced::new(
+            "s3://bucket/p".into(),
+            Origin::Env("PGPROOF_REPO"),
+        ));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(
+            s.repo.value,
+            RepoUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "p".into()
+            }
+        );
+        assert_eq!(s.repo.origin, Origin::Env("PGPROOF_REPO"));
+        assert_eq!(s.compression.value, Compression::Lz4);
+        assert_eq!(s.cluster.value.as_str(), "main");
+        assert_eq!(s.pgdata.unwrap().value, PathBuf::from("/nonexistent/x"));
+    }
+
+    #[test]
+    fn the_data_directory_picks_its_section() {
+        let (_d, path) = write_config(
+            "repo = \"file:///r\"\n[clusters.old]\npgdata = \"/srv/pg13\"\nport = 5433\n[clusters.new]\npgdata = \"/srv/pg17\"\nrepo = \"s3://b/new\"\n",
+        );
+        let over = with_config(&path);
+        let s =
+            Settings::resolve(&over, Some("/srv/pg13".into()), PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.cluster.value.as_str(), "old");
+        assert_eq!(s.port, Some(5433));
+        let s =
+            Settings::resolve(&over, Some("/srv/pg17".into()), PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.cluster.value.as_str(), "new");
+        assert_eq!(s.repo.value.to_string(), "s3://b/new");
+        let err = Settings::resolve(&over, Some("/srv/other".into()), PgdataFallback::PgdataEnv)
+            .unwrap_err();
+        assert!(err.to_string().contains("no cluster name"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let (_d, path) = write_config("repo = \"file:///r\"\nreppo = 1\n");
+        let err =
+            Settings::resolve(&with_config(&path), None, PgdataFallback::PgdataEnv).unwrap_err();
+        assert!(err.to_string().contains("reppo"), "{err}");
+
+        let over = Overrides {
+            cluster: Some(Sourced::new("main".into(), Origin::Flag("--cluster"))),
+            repo: Some(Sourced::new("file:///r".into(), Origin::Flag("--repo"))),
+            compression: Some(Sourced::new(
+                "brotli".into(),
+                Origin::Env("PGPROOF_COMPRESSION"),
+            )),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap_err();
+        assert!(err.to_string().contains("PGPROOF_COMPRESSION"), "{err}");
+
+        let err = Settings::resolve(
+            &Overrides {
+                cluster: over.cluster.clone(),
+                ..Default::default()
+            },
+            None,
+            PgdataFallback::PgdataEnv,
+        )
+        .unwrap_err();
+        assert!(err.hint().unwrap().contains("PGPROOF_REPO"));
+
+        let missing = with_config(Path::new("/nonexistent/pgproof.toml"));
+        assert!(Settings::resolve(&missing, None, PgdataFallback::PgdataEnv).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Storage: one interface over every backend (a filesystem path, S3 and
+//! S3-compatible stores), built on `object_store`. Every call is bounded in
+//! time, and failures carry the object's key and the repository's URL.
+//!
+//! Storage knows nothing of PostgreSQL, codecs or commands: it moves named
+//! bytes. Keys are relative to the repository root and are built only by
+//! `repo::layout`.
+
+pub mod url;
+
+use crate::error::{Error, ErrorKind, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::sync::Arc;
+use std::time::Duration;
+pub use url::RepoUrl;
+
+/// How long one network step may take before it counts as failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Key relative to the repository root.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    root: StorePath,
+    url: RepoUrl,
+    timeout: Duration,
+}
+
+impl Storage {
+    /// Opens the repository at `url`. A filesystem repository's directory
+    /// must already exist: creating it would hide an unmounted volume.
+    pub fn open(url: &RepoUrl, timeout: Duration) -> Result<Storage> {
+        let (store, root): (Arc<dyn ObjectStore>, StorePath) = match url {
+            RepoUrl::File(path) => {
+                if !path.is_dir() {
+                    return Err(Error::new(
+                        ErrorKind::Storage,
+                        format!("repository directory {} does not exist", path.display()),
+                    )
+                    .with_hint(
+                        "create it (and mount its volume) first, writable by the user PostgreSQL runs as; pgproof does not create it, so that an unmounted volume is never filled by mistake",
+                    ));
+                }
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| storage_error(e, url, "opening"))?
+                    .with_fsync(true);
+                (Arc::new(fs), StorePath::default())
+            }
+            RepoUrl::S3 { bucket, prefix } => {
+                let client = object_store::ClientOptions::new()
+                    .with_timeout(timeout)
+                    .with_connect_timeout(timeout.min(Duration::from_secs(10)));
+                let retry = object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: timeout,
+                    ..Default::default()
+                };
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client)
+                    .with_retry(retry);
+                if std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1") {
+                    builder = builder.with_allow_http(true);
+                }
+                let s3 = builder.build().map_err(|e| {
+                    storage_error(e, url, "configuring S3").with_hint(
+                        "check AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http endpoint)",
+                    )
+                })?;
+                (Arc::new(s3), StorePath::from(prefix.as_str()))
+            }
+        };
+        Ok(Storage {
+            store,
+            root,
+            url: url.clone(),
+            timeout,
+        })
+    }
+
+    pub fn url(&self) -> &RepoUrl {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> StorePath {
+        if self.root.as_ref().is_empty() {
+            StorePath::from(key)
+        } else {
+            StorePath::from(format!("{}/{key}", self.root))
+        }
+    }
+
+    fn relative(&self, location: &StorePath) -> String {
+        let full = location.as_ref();
+        let root = self.root.as_ref();
+        if root.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(root)
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(full)
+                .to_string()
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        key: &str,
+        fut: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(|e| storage_error(e, &self.url, &format!("{what} {key}"))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "{what} {key} in {} timed out after {:?}",
+                    self.url, self.timeout
+                ),
+            )
+            .with_hint("check that the repository is reachable; raise --timeout for slow links")),
+        }
+    }
+
+    /// Stores `data` under `key`, replacing nothing: if the key exists the
+    /// result is an error of kind `Conflict`.
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let path = self.path(key);
+        self.bounded(
+            "storing",
+            key,
+            self.store.put_opts(&path, PutPayload::from(data), opts),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Stores `data` under `key`, replacing any earlier object atomically.
+    pub async fn put_replace(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        self.bounded(
+            "storing",
+            key,
+            self.store.put(&path, PutPayload::from(data)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key);
+        let store = self.store.clone();
+        self.bounded("reading", key, async move {
+            store.get(&path).await?.bytes().await
+        })
+        .await
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key);
+        match self
+            .bounded("looking up", key, self.store.head(&path))
+            .await
+        {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified,
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Objects directly inside the directory-like prefix `dir` (not recursive).
+    pub async fn list_dir(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
+        let path = self.path(dir);
+        let listing = self
+            .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
+            .await?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: self.relative(&m.location),
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .collect())
+    }
+
+    /// Every object under `prefix`, recursively.
+    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let path = self.path(prefix);
+        let stream = self.store.list(Some(&path));
+        let metas: Vec<_> = self
+            .bounded("listing", prefix, stream.try_collect::<Vec<_>>())
+            .await?;
+        Ok(metas
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: self.relative(&m.location),
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        self.bounded("deleting", key, self.store.delete(&path))
+            .await
+    }
+}
+
+fn storage_error(err: object_store::Error, url: &RepoUrl, what: &str) -> Error {
+    let kind = match &err {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            ErrorKind::Conflict
+        }
+        _ => ErrorKind::Storage,
+    };
+    Error::new(kind, format!("{what} in {url}")).with_source(err)
+}
