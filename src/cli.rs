@@ -32,6 +32,12 @@ pub struct Cli {
     /// Time limit for each network step, e.g. 30s or 2m [default: 60s]
     #[arg(long, global = true, env = "PGPROOF_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// wal-push: how many other files already marked ready to push alongside [default: 4]
+    #[arg(long, global = true, env = "PGPROOF_PUSH_AHEAD", value_name = "N")]
+    pub push_ahead: Option<usize>,
+    /// wal-fetch: how many following segments to download in the background [default: 8]
+    #[arg(long, global = true, env = "PGPROOF_PREFETCH", value_name = "N")]
+    pub prefetch: Option<usize>,
     /// Say more (-v), or everything (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -48,9 +54,6 @@ pub enum Command {
     WalPush {
         /// Path of the file, relative to the data directory (%p)
         path: PathBuf,
-        /// How many other files already marked ready to push alongside [default: 4]
-        #[arg(long, env = "PGPROOF_PUSH_AHEAD", value_name = "N")]
-        push_ahead: Option<usize>,
     },
     /// Restore one WAL file; use as restore_command = 'pgproof wal-fetch %f %p'
     ///
@@ -61,17 +64,10 @@ pub enum Command {
         name: String,
         /// Where to write it, relative to the data directory (%p)
         dest: PathBuf,
-        /// How many following segments to download in the background [default: 8]
-        #[arg(long, env = "PGPROOF_PREFETCH", value_name = "N")]
-        prefetch: Option<usize>,
     },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
-    WalPrefetch {
-        name: String,
-        #[arg(long, value_name = "N")]
-        prefetch: Option<usize>,
-    },
+    WalPrefetch { name: String },
 }
 
 impl Command {
@@ -124,10 +120,9 @@ pub fn main() -> i32 {
 
 async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
     let label = cli.command.label();
-    let mut over = overrides(&cli, matches);
+    let over = overrides(&cli, matches);
     match &cli.command {
-        Command::WalPush { path, push_ahead } => {
-            over.push_ahead = *push_ahead;
+        Command::WalPush { path } => {
             let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
                 Ok(s) => s,
                 Err(e) => return fail(label, &e, e.kind().exit_code()),
@@ -138,12 +133,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }
-        Command::WalFetch {
-            name,
-            dest,
-            prefetch,
-        } => {
-            over.prefetch = *prefetch;
+        Command::WalFetch { name, dest } => {
             let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
                 Ok(s) => s,
                 // Without settings we cannot know whether this is a standby:
@@ -159,8 +149,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, wal_fetch::failure_exit_code(&settings)),
             }
         }
-        Command::WalPrefetch { name, prefetch } => {
-            over.prefetch = *prefetch;
+        Command::WalPrefetch { name } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::WorkingDirectory)?;
                 wal_fetch::run_prefetcher(&settings, name).await
@@ -221,7 +210,7 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
             "--timeout",
             "PGPROOF_TIMEOUT",
         ),
-        push_ahead: None,
-        prefetch: None,
+        push_ahead: cli.push_ahead,
+        prefetch: cli.prefetch,
     }
 }

@@ -10,7 +10,13 @@ use common::*;
 fn archived_names(cluster: &Cluster) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cluster.pgdata.join("pg_wal/archive_status"))
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".done").map(str::to_string))
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".done")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     names
@@ -34,23 +40,45 @@ fn round_trip(major: u32, backend: Backend) {
     }
     cluster.wait_archived(&last);
     let archiver = cluster.query_one("SELECT failed_count::text FROM pg_stat_archiver");
-    assert_eq!(archiver, "0", "archive_command failed at least once:\n{}", cluster.server_log());
-    assert!(cluster.server_log().contains("pgproof wal-push: archived"), "no summary line in the server log");
+    assert_eq!(
+        archiver,
+        "0",
+        "archive_command failed at least once:\n{}",
+        cluster.server_log()
+    );
+    assert!(
+        cluster.server_log().contains("pgproof wal-push: archived"),
+        "no summary line in the server log"
+    );
 
     let names = archived_names(&cluster);
-    assert!(names.len() >= 10, "expected many archived segments, got {names:?}");
+    assert!(
+        names.len() >= 10,
+        "expected many archived segments, got {names:?}"
+    );
     let fetched = scratch.dir("fetched");
     for name in &names {
         let dest = fetched.join(name);
         let out = pgproof(
-            &["--repo", &repo.url, "--cluster", "main", "wal-fetch", name, dest.to_str().unwrap()],
+            &[
+                "--repo",
+                &repo.url,
+                "--cluster",
+                "main",
+                "wal-fetch",
+                name,
+                dest.to_str().unwrap(),
+            ],
             &repo.env,
             None,
         );
         assert_exit(&out, 0);
         let original = std::fs::read(cluster.pgdata.join("pg_wal").join(name)).unwrap();
         let restored = std::fs::read(&dest).unwrap();
-        assert!(original == restored, "{name} did not come back byte-identical");
+        assert!(
+            original == restored,
+            "{name} did not come back byte-identical"
+        );
     }
 }
 

@@ -199,6 +199,13 @@ pub fn check_content(name: WalFileName, content: &[u8], local: &LocalCluster) ->
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
             let header =
                 SegmentHeader::parse(content).map_err(|e| e.context("not a valid WAL segment"))?;
+            let seg_size = u64::from(control.wal_segment_size);
+            if content.len() as u64 != seg_size {
+                return Err(Error::corrupt(format!(
+                    "it is {} bytes, not {seg_size}: the file is truncated or padded",
+                    content.len()
+                )));
+            }
             if header.system_identifier != control.system_identifier
                 || header.major != control.major
             {
@@ -213,7 +220,6 @@ pub fn check_content(name: WalFileName, content: &[u8], local: &LocalCluster) ->
                 ))
                 .with_hint("the file belongs to another cluster; check which data directory archive_command runs in and what was copied into pg_wal"));
             }
-            let seg_size = u64::from(control.wal_segment_size);
             if header.segment_size != control.wal_segment_size || !seg.fits(seg_size) {
                 return Err(Error::corrupt(format!(
                     "its header says {}-byte segments, the cluster uses {}-byte segments",
@@ -229,11 +235,6 @@ pub fn check_content(name: WalFileName, content: &[u8], local: &LocalCluster) ->
             }
             if matches!(name, WalFileName::Segment(_)) {
                 header.check_pages(content)?;
-            } else if content.len() as u64 != seg_size {
-                return Err(Error::corrupt(format!(
-                    "partial segment is {} bytes, not {seg_size}",
-                    content.len()
-                )));
             }
             Ok(())
         }

@@ -28,9 +28,18 @@ fn is_root() -> bool {
 }
 
 fn postgres_ids() -> (u32, u32) {
-    let out = Command::new("id").args(["-u", "postgres"]).output().expect("id");
-    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the postgres user exists");
-    let out = Command::new("id").args(["-g", "postgres"]).output().expect("id");
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id");
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the postgres user exists");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id");
     let gid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     (uid, gid)
 }
@@ -45,7 +54,11 @@ pub fn chown_to_postgres(path: &Path) {
 
 pub fn chown_tree(path: &Path) {
     if is_root() {
-        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().unwrap();
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -118,24 +131,43 @@ pub fn pgproof_exe() -> &'static Path {
 }
 
 pub fn pg_root() -> PathBuf {
-    PathBuf::from(std::env::var("PGPROOF_TEST_PG_ROOT").unwrap_or_else(|_| "/opt/pgproof-test/pg".into()))
+    PathBuf::from(
+        std::env::var("PGPROOF_TEST_PG_ROOT").unwrap_or_else(|_| "/opt/pgproof-test/pg".into()),
+    )
 }
 
 pub fn pg_bin(major: u32) -> PathBuf {
-    let candidates = [pg_root().join(major.to_string()).join("bin"), PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))];
+    let candidates = [
+        pg_root().join(major.to_string()).join("bin"),
+        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+    ];
     candidates
         .iter()
         .find(|p| p.join("postgres").exists())
         .cloned()
-        .unwrap_or_else(|| panic!("no PostgreSQL {major} binaries under {}: run scripts/install-test-deps.sh", pg_root().display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no PostgreSQL {major} binaries under {}: run scripts/install-test-deps.sh",
+                pg_root().display()
+            )
+        })
 }
 
 /// The majors to test: PGPROOF_TEST_MAJORS, or each one installed.
 pub fn majors() -> Vec<u32> {
     if let Ok(list) = std::env::var("PGPROOF_TEST_MAJORS") {
-        return list.split([' ', ',']).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+        return list
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
     }
-    (13..=18).filter(|m| pg_root().join(m.to_string()).join("bin/postgres").exists() || Path::new(&format!("/usr/lib/postgresql/{m}/bin/postgres")).exists()).collect()
+    (13..=18)
+        .filter(|m| {
+            pg_root().join(m.to_string()).join("bin/postgres").exists()
+                || Path::new(&format!("/usr/lib/postgresql/{m}/bin/postgres")).exists()
+        })
+        .collect()
 }
 
 /// Whether a major is selected for this run; tests of other majors return early
@@ -151,7 +183,11 @@ pub fn wants_major(major: u32) -> bool {
 pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         // Avoid handing the same port twice within this process.
         let previous = NEXT.swap(port as usize, Ordering::SeqCst);
         if previous != port as usize {
@@ -186,12 +222,32 @@ impl Cluster {
         let out = as_postgres(bin.join("initdb"))
             .arg("-D")
             .arg(&pgdata)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .args(initdb_args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb {major} failed: {}", String::from_utf8_lossy(&out.stderr));
-        let cluster = Cluster { major, pgdata, port: free_port(), socket_dir, bin, log, env: Vec::new() };
+        assert!(
+            out.status.success(),
+            "initdb {major} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster {
+            major,
+            pgdata,
+            port: free_port(),
+            socket_dir,
+            bin,
+            log,
+            env: Vec::new(),
+        };
         cluster.configure(&format!(
             "port = {}\nunix_socket_directories = '{}'\nlisten_addresses = ''\nfsync = off\nwal_level = replica\nmax_wal_senders = 2\nlog_min_messages = info\n",
             cluster.port,
@@ -202,7 +258,10 @@ impl Cluster {
 
     pub fn configure(&self, lines: &str) {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(self.pgdata.join("postgresql.conf")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.pgdata.join("postgresql.conf"))
+            .unwrap();
         writeln!(f, "{lines}").unwrap();
     }
 
@@ -216,7 +275,11 @@ impl Cluster {
 
     pub fn start(&self) {
         let mut cmd = as_postgres(self.bin.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.pgdata).arg("-l").arg(&self.log).args(["-w", "-t", "60", "start"]);
+        cmd.arg("-D")
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"]);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -230,7 +293,11 @@ impl Cluster {
     }
 
     pub fn stop(&self) {
-        let _ = as_postgres(self.bin.join("pg_ctl")).arg("-D").arg(&self.pgdata).args(["-m", "fast", "-w", "stop"]).output();
+        let _ = as_postgres(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
     }
 
     pub fn server_log(&self) -> String {
@@ -244,7 +311,12 @@ impl Cluster {
             .user("postgres")
             .dbname("postgres")
             .connect(postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to PostgreSQL {} on port {}: {e}", self.major, self.port))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to PostgreSQL {} on port {}: {e}",
+                    self.major, self.port
+                )
+            })
     }
 
     /// Runs statements and returns the first column of the first row of the last one, as text.
@@ -284,7 +356,10 @@ impl Cluster {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{segment} was not archived in time (archiver: {row})\n{}", self.server_log());
+                panic!(
+                    "{segment} was not archived in time (archiver: {row})\n{}",
+                    self.server_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -297,7 +372,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = as_postgres(self.bin.join("pg_ctl")).arg("-D").arg(&self.pgdata).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = as_postgres(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 
@@ -338,18 +417,34 @@ impl TestRepo {
         match backend {
             Backend::File => {
                 let dir = scratch.dir("repo");
-                TestRepo { url: format!("file://{}", dir.display()), env: Vec::new(), dir: Some(dir) }
+                TestRepo {
+                    url: format!("file://{}", dir.display()),
+                    env: Vec::new(),
+                    dir: Some(dir),
+                }
             }
             Backend::S3 => {
-                let prefix = scratch.path.file_name().unwrap().to_string_lossy().to_string();
-                TestRepo { url: format!("s3://pgproof-test/{prefix}"), env: s3_env(), dir: None }
+                let prefix = scratch
+                    .path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                TestRepo {
+                    url: format!("s3://pgproof-test/{prefix}"),
+                    env: s3_env(),
+                    dir: None,
+                }
             }
         }
     }
 
     /// Every object in a file repository, with a digest of its content.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        let dir = self.dir.as_ref().expect("snapshots are of file repositories");
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("snapshots are of file repositories");
         let mut out = BTreeMap::new();
         fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             for e in std::fs::read_dir(dir).unwrap() {
@@ -359,7 +454,10 @@ impl TestRepo {
                     walk(base, &p, out);
                 } else {
                     let bytes = std::fs::read(&p).unwrap();
-                    out.insert(p.strip_prefix(base).unwrap().display().to_string(), format!("{}:{:x}", bytes.len(), crc(&bytes)));
+                    out.insert(
+                        p.strip_prefix(base).unwrap().display().to_string(),
+                        format!("{}:{:x}", bytes.len(), crc(&bytes)),
+                    );
                 }
             }
         }
@@ -385,7 +483,10 @@ pub fn pgproof(args: &[&str], env: &[(String, String)], cwd: Option<&Path>) -> O
             cmd.env_remove(k);
         }
     }
-    cmd.env("PGPROOF_TEST_S3_ENDPOINT", std::env::var("PGPROOF_TEST_S3_ENDPOINT").unwrap_or_default());
+    cmd.env(
+        "PGPROOF_TEST_S3_ENDPOINT",
+        std::env::var("PGPROOF_TEST_S3_ENDPOINT").unwrap_or_default(),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -406,5 +507,11 @@ pub fn code(out: &Output) -> i32 {
 /// Asserts an exit status, showing pgproof's output when it differs.
 #[track_caller]
 pub fn assert_exit(out: &Output, expected: i32) {
-    assert_eq!(code(out), expected, "unexpected exit status; stderr:\n{}\nstdout:\n{}", stderr(out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        code(out),
+        expected,
+        "unexpected exit status; stderr:\n{}\nstdout:\n{}",
+        stderr(out),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
