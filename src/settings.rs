@@ -147,10 +147,10 @@ impl Settings {
         let (cluster_name, section) =
             choose_cluster(over, &file, pgdata.as_ref(), fallback, &file_origin)?;
 
-        if pgdata.is_none() {
-            if let Some(p) = section.as_ref().and_then(|s| s.pgdata.clone()) {
-                pgdata = Some(Sourced::new(p, file_origin()));
-            }
+        if pgdata.is_none()
+            && let Some(p) = section.as_ref().and_then(|s| s.pgdata.clone())
+        {
+            pgdata = Some(Sourced::new(p, file_origin()));
         }
         if pgdata.is_none() {
             pgdata = fallback_pgdata(fallback);

@@ -63,8 +63,8 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let mut listings: BTreeMap<String, Vec<StoredWal>> = BTreeMap::new();
     for n in std::iter::once(name).chain(ahead.iter().map(|(n, _)| *n)) {
         let dir = dir_key(n);
-        if !listings.contains_key(&dir) {
-            listings.insert(dir, repo.list_wal_dir(&binding.id, n).await?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = listings.entry(dir) {
+            slot.insert(repo.list_wal_dir(&binding.id, n).await?);
         }
     }
     let already = |n: WalFileName| listings[&dir_key(n)].iter().any(|s| s.name == n);

@@ -204,10 +204,10 @@ impl ControlFile {
 fn infer_major(candidates: &[Major], catalog_version: u32) -> Major {
     let mut best = candidates[0];
     for &(major, first) in FIRST_CATALOG_VERSION {
-        if catalog_version >= first {
-            if let Some(&m) = candidates.iter().find(|m| m.number() == major) {
-                best = m;
-            }
+        if catalog_version >= first
+            && let Some(&m) = candidates.iter().find(|m| m.number() == major)
+        {
+            best = m;
         }
     }
     best
