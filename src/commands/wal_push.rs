@@ -4,16 +4,15 @@
 //! parallel, so that a busy cluster's archiver never falls behind.
 
 use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
-use crate::codec::Checksum;
+use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::history::{parse_backup_history, parse_timeline_history};
 use crate::pg::walheader::SegmentHeader;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::repo::Repository;
-use crate::repo::wal::{Archived, StoredWal};
+use crate::repo::wal::{self, Archived, Packed, StoredWal};
 use crate::report;
 use crate::settings::Settings;
-use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,19 +28,13 @@ pub struct WalPushOptions {
 /// pushed ahead when segments are large.
 const PUSH_AHEAD_MEMORY: u64 = 256 << 20;
 
-/// A file read, checked and checksummed, ready to store.
-struct Prepared {
-    name: WalFileName,
-    content: Bytes,
-    checksum: Checksum,
-}
-
 pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let started = Instant::now();
     let local = LocalCluster::open(settings).map_err(|e| e.context("wal-push"))?;
     let path = absolute(&opts.path)?;
     let name = wal_name_of(&path)?;
     let repo = open_repository(settings)?;
+    let compression = settings.compression.value;
     tracing::debug!(
         "archiving {} of {} into {}",
         path.display(),
@@ -49,59 +42,74 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         repo.describe()
     );
 
-    // Read and check the file before anything is stored, so a foreign or
-    // damaged file can never bind or touch the prefix.
-    let primary = prepare(path.clone(), name, local.clone()).await?;
-    let binding = bind_or_refuse(&repo, &local, "first archived WAL file").await?;
+    // The listing only reads. If the prefix belongs to another system the
+    // listing is of a directory that system never uses, and the binding
+    // check below refuses before anything is written.
+    let binding_id = local.binding("").id;
+    let mut listings = Listings::default();
+    let existing = listings.get(&repo, &binding_id, name).await?.to_vec();
+    let already_stored = existing.iter().any(|s| s.name == name);
 
-    let ahead = ready_neighbours(
-        &path,
+    // Read and check the whole file before anything is stored, so that a
+    // foreign or damaged file can never bind or touch the prefix. A file whose
+    // name is already stored is only hashed: the checksum decides.
+    let packed = pack_file(
+        path.clone(),
         name,
-        settings.push_ahead,
-        local.control.wal_segment_size,
-    );
-    let mut listings: BTreeMap<String, Vec<StoredWal>> = BTreeMap::new();
-    for n in std::iter::once(name).chain(ahead.iter().map(|(n, _)| *n)) {
-        let dir = dir_key(n);
-        if let std::collections::btree_map::Entry::Vacant(slot) = listings.entry(dir) {
-            slot.insert(repo.list_wal_dir(&binding.id, n).await?);
-        }
-    }
-    let already = |n: WalFileName| listings[&dir_key(n)].iter().any(|s| s.name == n);
-    let ahead: Vec<(WalFileName, PathBuf)> =
-        ahead.into_iter().filter(|(n, _)| !already(*n)).collect();
+        local.clone(),
+        (!already_stored).then_some(compression),
+    )
+    .await?;
+    let binding = bind_or_refuse(&repo, &local, "first archived WAL file").await?;
+    let original_size = packed.size;
+    let archived = repo
+        .archive_wal(&binding.id, name, packed, &existing)
+        .await?;
 
-    let compression = settings.compression.value;
-    let primary_existing = listings[&dir_key(name)].clone();
-    let push_primary = store(&repo, &binding.id, primary, compression, &primary_existing);
-    let push_ahead = futures::stream::iter(ahead.into_iter().map(|(n, p)| {
-        let repo = &repo;
-        let local = local.clone();
-        let binding = &binding.id;
-        let existing = &listings[&dir_key(n)];
-        async move {
-            let result = match prepare(p, n, local).await {
-                Ok(prepared) => store(repo, binding, prepared, compression, existing).await,
-                Err(e) => Err(e),
-            };
-            (n, result)
-        }
-    }))
-    .buffer_unordered(settings.push_ahead.max(1))
-    .collect::<Vec<_>>();
-    let (primary_result, ahead_results) = futures::join!(push_primary, push_ahead);
-
+    // A backlog: push the next files PostgreSQL has marked ready, in
+    // parallel, so that its next calls find them stored and return at once.
     let mut pushed_ahead = 0;
-    for (n, result) in ahead_results {
-        match result {
-            Ok((Archived::Stored { .. }, _)) => pushed_ahead += 1,
-            Ok((Archived::AlreadyPresent { .. }, _)) => {}
-            Err(e) => {
-                tracing::warn!("could not push {n} ahead (PostgreSQL will ask for it again): {e}")
+    if matches!(archived, Archived::Stored { .. }) {
+        let ahead = ready_neighbours(
+            &path,
+            name,
+            settings.push_ahead,
+            local.control.wal_segment_size,
+        );
+        let mut todo = Vec::new();
+        for (n, p) in ahead {
+            if !listings
+                .get(&repo, &binding.id, n)
+                .await?
+                .iter()
+                .any(|s| s.name == n)
+            {
+                todo.push((n, p));
+            }
+        }
+        let results = futures::stream::iter(todo.into_iter().map(|(n, p)| {
+            let (repo, local, binding) = (&repo, local.clone(), &binding.id);
+            async move {
+                let packed = pack_file(p, n, local, Some(compression)).await?;
+                repo.archive_wal(binding, n, packed, &[])
+                    .await
+                    .map(|a| (n, a))
+            }
+        }))
+        .buffer_unordered(settings.push_ahead.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        for result in results {
+            match result {
+                Ok((_, Archived::Stored { .. })) => pushed_ahead += 1,
+                Ok((_, Archived::AlreadyPresent { .. })) => {}
+                Err(e) => tracing::warn!(
+                    "could not push a ready file ahead (PostgreSQL will ask for it again): {e}"
+                ),
             }
         }
     }
-    let (archived, original_size) = primary_result?;
+
     let ahead_note = match pushed_ahead {
         0 => String::new(),
         1 => "; pushed 1 more ready file ahead".to_string(),
@@ -120,7 +128,7 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
             report::duration(started.elapsed()),
         ),
         Archived::AlreadyPresent { .. } => tracing::info!(
-            "{name} is already in {} with identical content; nothing to store ({}){ahead_note}",
+            "{name} is already in {} with identical content; nothing to store ({})",
             repo.describe(),
             report::duration(started.elapsed()),
         ),
@@ -128,25 +136,24 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     Ok(())
 }
 
-async fn store(
-    repo: &Repository,
-    binding: &str,
-    prepared: Prepared,
-    compression: crate::codec::Compression,
-    existing: &[StoredWal],
-) -> Result<(Archived, u64)> {
-    let size = prepared.content.len() as u64;
-    let archived = repo
-        .archive_wal(
-            binding,
-            prepared.name,
-            prepared.content,
-            prepared.checksum,
-            compression,
-            existing,
-        )
-        .await?;
-    Ok((archived, size))
+/// Directory listings of the archive, each read once per run.
+#[derive(Default)]
+struct Listings(BTreeMap<String, Vec<StoredWal>>);
+
+impl Listings {
+    async fn get(
+        &mut self,
+        repo: &Repository,
+        binding: &str,
+        name: WalFileName,
+    ) -> Result<&[StoredWal]> {
+        let dir = dir_key(name);
+        if !self.0.contains_key(&dir) {
+            let listing = repo.list_wal_dir(binding, name).await?;
+            self.0.insert(dir.clone(), listing);
+        }
+        Ok(&self.0[&dir])
+    }
 }
 
 fn dir_key(name: WalFileName) -> String {
@@ -170,73 +177,97 @@ fn wal_name_of(path: &Path) -> Result<WalFileName> {
     WalFileName::parse(file_name).map_err(|e| e.context(format!("refusing {}", path.display())))
 }
 
-/// Reads, checks and checksums one file on a blocking thread.
-async fn prepare(path: PathBuf, name: WalFileName, local: LocalCluster) -> Result<Prepared> {
+/// Reads, checks, checksums and (optionally) compresses one file on
+/// blocking threads, streaming: segments are checked page by page as they
+/// are read.
+async fn pack_file(
+    path: PathBuf,
+    name: WalFileName,
+    local: LocalCluster,
+    compression: Option<Compression>,
+) -> Result<Packed> {
     tokio::task::spawn_blocking(move || {
-        let content = std::fs::read(&path).map_err(|e| {
+        let open_err = |e| {
             Error::io("reading", &path, e)
                 .with_hint("archive_command runs in PGDATA and is given a path relative to it (%p)")
-        })?;
-        check_content(name, &content, &local)
-            .map_err(|e| e.context(format!("refusing {}", path.display())))?;
-        let checksum = Checksum::of(&content);
-        Ok(Prepared {
-            name,
-            content: Bytes::from(content),
-            checksum,
+        };
+        let refuse = |e: Error| e.context(format!("refusing {}", path.display()));
+        if !name.has_page_headers() {
+            // History and backup history files are small text files.
+            let content = std::fs::read(&path).map_err(open_err)?;
+            check_text_file(name, &content).map_err(refuse)?;
+            return wal::pack(&mut &content[..], compression, &mut |_, _| Ok(()));
+        }
+        let mut file = std::fs::File::open(&path).map_err(open_err)?;
+        let mut header: Option<SegmentHeader> = None;
+        let full_segment = matches!(name, WalFileName::Segment(_));
+        let packed = wal::pack(&mut file, compression, &mut |offset, chunk| {
+            if offset == 0 {
+                header = Some(check_segment_header(name, chunk, &local)?);
+            }
+            match &header {
+                Some(h) if full_segment => h.check_page_range(chunk, offset),
+                _ => Ok(()),
+            }
         })
+        .map_err(refuse)?;
+        let seg_size = u64::from(local.control.wal_segment_size);
+        if packed.size != seg_size {
+            return Err(refuse(Error::corrupt(format!(
+                "it is {} bytes, not {seg_size}: the file is truncated or padded",
+                packed.size
+            ))));
+        }
+        Ok(packed)
     })
     .await
     .map_err(|e| Error::new(ErrorKind::LocalIo, "reading task failed").with_source(e))?
 }
 
-/// What makes a file fit to archive for this cluster: WAL of this system
-/// and major, named for the position it holds, complete; history files that
-/// parse as the server writes them.
-pub fn check_content(name: WalFileName, content: &[u8], local: &LocalCluster) -> Result<()> {
+/// The first page of a segment: written by this system and major, for the
+/// position its name says.
+fn check_segment_header(
+    name: WalFileName,
+    first: &[u8],
+    local: &LocalCluster,
+) -> Result<SegmentHeader> {
     let control = &local.control;
+    let seg = name.segment().expect("only segments have page headers");
+    let header = SegmentHeader::parse(first).map_err(|e| e.context("not a valid WAL segment"))?;
+    if header.system_identifier != control.system_identifier || header.major != control.major {
+        return Err(Error::identity(format!(
+            "it was written by system {} (PostgreSQL {}, per its page header), but {} is system {} (PostgreSQL {}, per its pg_control; data directory from {}); nothing was archived",
+            header.system_identifier,
+            header.major,
+            local.pgdata.display(),
+            control.system_identifier,
+            control.major,
+            local.pgdata_origin,
+        ))
+        .with_hint("the file belongs to another cluster; check which data directory archive_command runs in and what was copied into pg_wal"));
+    }
+    let seg_size = u64::from(control.wal_segment_size);
+    if header.segment_size != control.wal_segment_size || !seg.fits(seg_size) {
+        return Err(Error::corrupt(format!(
+            "its header says {}-byte segments, the cluster uses {}-byte segments",
+            header.segment_size, control.wal_segment_size
+        )));
+    }
+    let expected = seg.start_lsn(seg_size);
+    if header.page_address != expected || header.timeline > seg.timeline {
+        return Err(Error::corrupt(format!(
+            "it is named {name} but its first page is for LSN {} on timeline {} (expected {expected} on timeline {} or earlier)",
+            header.page_address, header.timeline, seg.timeline
+        )));
+    }
+    Ok(header)
+}
+
+/// History and backup history files must parse as the server writes them.
+fn check_text_file(name: WalFileName, content: &[u8]) -> Result<()> {
     match name {
-        WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            let header =
-                SegmentHeader::parse(content).map_err(|e| e.context("not a valid WAL segment"))?;
-            let seg_size = u64::from(control.wal_segment_size);
-            if content.len() as u64 != seg_size {
-                return Err(Error::corrupt(format!(
-                    "it is {} bytes, not {seg_size}: the file is truncated or padded",
-                    content.len()
-                )));
-            }
-            if header.system_identifier != control.system_identifier
-                || header.major != control.major
-            {
-                return Err(Error::identity(format!(
-                    "it was written by system {} (PostgreSQL {}, per its page header), but {} is system {} (PostgreSQL {}, per its pg_control; data directory from {}); nothing was archived",
-                    header.system_identifier,
-                    header.major,
-                    local.pgdata.display(),
-                    control.system_identifier,
-                    control.major,
-                    local.pgdata_origin,
-                ))
-                .with_hint("the file belongs to another cluster; check which data directory archive_command runs in and what was copied into pg_wal"));
-            }
-            if header.segment_size != control.wal_segment_size || !seg.fits(seg_size) {
-                return Err(Error::corrupt(format!(
-                    "its header says {}-byte segments, the cluster uses {}-byte segments",
-                    header.segment_size, control.wal_segment_size
-                )));
-            }
-            let expected = seg.start_lsn(seg_size);
-            if header.page_address != expected || header.timeline > seg.timeline {
-                return Err(Error::corrupt(format!(
-                    "it is named {name} but its first page is for LSN {} on timeline {} (expected {expected} on timeline {} or earlier)",
-                    header.page_address, header.timeline, seg.timeline
-                )));
-            }
-            if matches!(name, WalFileName::Segment(_)) {
-                header.check_pages(content)?;
-            }
-            Ok(())
+        WalFileName::Segment(_) | WalFileName::Partial(_) => {
+            unreachable!("segments are checked page by page as they stream")
         }
         WalFileName::History(tli) => {
             let text = std::str::from_utf8(content)

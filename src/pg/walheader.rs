@@ -103,14 +103,24 @@ impl SegmentHeader {
                 segment.len()
             )));
         }
+        self.check_page_range(segment, 0)
+    }
+
+    /// Checks the pages of `data`, which starts `offset` bytes into the
+    /// segment (a multiple of the block size): lets a reader check a segment
+    /// chunk by chunk as it streams. A trailing partial page is left to the
+    /// caller's size check.
+    pub fn check_page_range(&self, data: &[u8], offset: u64) -> Result<()> {
         let block = self.block_size as usize;
         let magic = self.major.wal_page_magic();
-        for (index, page) in segment.chunks(block).enumerate() {
+        let first_index = (offset / block as u64) as usize;
+        for (i, page) in data.chunks_exact(block).enumerate() {
+            let index = first_index + i;
             let address = self.page_address.0 + (index * block) as u64;
             if u16_at(page, 0) == magic && u64_at(page, 8) == address {
                 continue;
             }
-            if page.iter().all(|&b| b == 0) {
+            if is_all_zero(page) {
                 continue;
             }
             return Err(Error::corrupt(format!(
@@ -120,6 +130,12 @@ impl SegmentHeader {
         }
         Ok(())
     }
+}
+
+fn is_all_zero(page: &[u8]) -> bool {
+    let mut words = page.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use bytes::Bytes;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::sync::mpsc;
 
 /// A WAL file as stored in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,18 +72,18 @@ impl Repository {
         }
     }
 
-    /// Stores a WAL file unless an identical copy exists; a different copy
-    /// under the same name is a `Conflict` and leaves the stored one untouched.
-    /// Returns only after the object is stored and its size read back.
+    /// Stores a packed WAL file unless an identical copy exists; a
+    /// different copy under the same name is a `Conflict` and leaves the
+    /// stored one untouched. Returns only after the object is stored and its
+    /// size read back.
     pub async fn archive_wal(
         &self,
         binding: &str,
         name: WalFileName,
-        content: Bytes,
-        checksum: Checksum,
-        compression: Compression,
+        packed: Packed,
         existing: &[StoredWal],
     ) -> Result<Archived> {
+        let checksum = packed.checksum;
         if let Some(same) = existing
             .iter()
             .find(|s| s.name == name && s.checksum == checksum)
@@ -102,14 +103,19 @@ impl Repository {
             )
             .with_hint("another cluster may be archiving into this prefix, or the local file is damaged; compare it with `pgproof wal-fetch` before doing anything else"));
         }
+        let Some((compression, bytes)) = packed.compressed else {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{name} vanished from {} while it was being archived",
+                    self.describe()
+                ),
+            )
+            .with_hint("something else is deleting from the archive; PostgreSQL will retry"));
+        };
         let key = layout::wal_object(&self.cluster, binding, name, checksum, compression);
-        let packed = tokio::task::spawn_blocking(move || compression.compress(&content))
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::LocalIo, "compression task failed").with_source(e)
-            })??;
-        let packed_len = packed.len() as u64;
-        match self.storage.put_new(&key, Bytes::from(packed)).await {
+        let packed_len = bytes.len() as u64;
+        match self.storage.put_new(&key, Bytes::from(bytes)).await {
             Ok(()) => {}
             // The key holds the content's checksum: whoever won the race stored the same bytes.
             Err(e) if e.kind() == ErrorKind::Conflict => {
@@ -172,4 +178,154 @@ fn decode_verified(stored: &StoredWal, packed: &[u8]) -> Result<Vec<u8>> {
         )));
     }
     Ok(out)
+}
+
+/// A WAL file's checksum and size, and its compressed bytes when they were
+/// asked for (not when an object of that name is already stored: then only
+/// the checksum decides).
+pub struct Packed {
+    pub checksum: Checksum,
+    pub size: u64,
+    pub compressed: Option<(Compression, Vec<u8>)>,
+}
+
+const CHUNK: usize = 1 << 20;
+const CHUNKS_IN_FLIGHT: usize = 3;
+
+/// Reads a file in chunks of 1 MiB: this thread hashes each chunk and hands
+/// it to `inspect` (which may refuse the file), while a second thread
+/// compresses. Memory stays at a few chunks plus the compressed output.
+pub fn pack(
+    reader: &mut dyn Read,
+    compression: Option<Compression>,
+    inspect: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Packed> {
+    let io = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "reading the file").with_source(e);
+    let Some(compression) = compression else {
+        let mut buf = vec![0u8; CHUNK];
+        let mut hasher = Hasher::new();
+        let mut offset = 0u64;
+        loop {
+            let len = read_full(reader, &mut buf).map_err(io)?;
+            if len == 0 {
+                break;
+            }
+            hasher.update(&buf[..len]);
+            inspect(offset, &buf[..len])?;
+            offset += len as u64;
+        }
+        return Ok(Packed {
+            checksum: hasher.finish(),
+            size: offset,
+            compressed: None,
+        });
+    };
+
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..CHUNKS_IN_FLIGHT {
+        free_tx.send(vec![0u8; CHUNK]).expect("receiver is alive");
+    }
+    std::thread::scope(|scope| {
+        // The compressor holds the only sender of free buffers: if it fails,
+        // the reader's next wait for a buffer ends instead of hanging.
+        let compressor = scope.spawn(move || -> Result<Vec<u8>> {
+            let mut encoder = compression.encoder(Vec::with_capacity(4 << 20))?;
+            for (buf, len) in full_rx {
+                encoder
+                    .write_all(&buf[..len])
+                    .map_err(|e| Error::new(ErrorKind::LocalIo, "compressing").with_source(e))?;
+                let _ = free_tx.send(buf);
+            }
+            encoder.finish()
+        });
+        let mut hasher = Hasher::new();
+        let mut offset = 0u64;
+        let read_result = (|| -> Result<()> {
+            while let Ok(mut buf) = free_rx.recv() {
+                let len = read_full(reader, &mut buf).map_err(io)?;
+                if len == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..len]);
+                inspect(offset, &buf[..len])?;
+                offset += len as u64;
+                if full_tx.send((buf, len)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let compressed = compressor.join().expect("the compression thread panicked");
+        read_result?;
+        Ok(Packed {
+            checksum: hasher.finish(),
+            size: offset,
+            compressed: Some((compression, compressed?)),
+        })
+    })
+}
+
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_hashes_inspects_and_compresses() {
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 97) as u8).collect();
+        let mut seen = Vec::new();
+        let packed = pack(
+            &mut &data[..],
+            Some(Compression::Zstd { level: 1 }),
+            &mut |offset, chunk| {
+                seen.push((offset, chunk.len()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(packed.checksum, Checksum::of(&data));
+        assert_eq!(packed.size, data.len() as u64);
+        assert_eq!(seen.iter().map(|(_, l)| l).sum::<usize>(), data.len());
+        assert_eq!(seen[1].0, CHUNK as u64);
+        let (c, bytes) = packed.compressed.unwrap();
+        let mut out = Vec::new();
+        c.decoder(&bytes[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+
+        let unpacked = pack(&mut &data[..], None, &mut |_, _| Ok(())).unwrap();
+        assert_eq!(unpacked.checksum, packed.checksum);
+        assert!(unpacked.compressed.is_none());
+    }
+
+    #[test]
+    fn a_refusal_stops_packing() {
+        let data = vec![7u8; 5 * CHUNK];
+        let err = pack(&mut &data[..], Some(Compression::Lz4), &mut |offset, _| {
+            if offset >= 2 * CHUNK as u64 {
+                Err(Error::corrupt("bad page"))
+            } else {
+                Ok(())
+            }
+        })
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("bad page"));
+    }
 }

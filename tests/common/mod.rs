@@ -333,6 +333,22 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Like `query_one`, but `None` while the server refuses connections.
+    pub fn try_query_one(&self, sql: &str) -> Option<String> {
+        let mut c = postgres::Config::new()
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .ok()?;
+        let messages = c.simple_query(sql).ok()?;
+        messages.iter().rev().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+            _ => None,
+        })
+    }
+
     pub fn execute(&self, sql: &str) {
         self.client().batch_execute(sql).unwrap();
     }
