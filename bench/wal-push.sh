@@ -72,33 +72,37 @@ cd "$work/segments"
 pgproof_push() { as_pg "$work/pgproof" --repo "file://$1" --cluster bench --pgdata "$PGDATA_DIR" --compression zstd:1 -q "${@:2}"; }
 
 echo "pushing ${#segs[@]} segments ($((bytes >> 20)) MiB) with each tool" >&2
-t0=$(now_ms)
-# The first call of each tool also records its peak memory (KiB).
-for s in "${segs[@]}"; do
-  rss=/dev/null; [ "$s" = "${segs[0]}" ] && rss=$work/pgbr.rss
-  /usr/bin/time -o "$rss" -f %M runuser -u postgres -- pgbackrest --config="$work/pgbackrest.conf" --stanza=bench archive-push "$work/segments/$s"
-done
-pgbr_ms=$(( $(now_ms) - t0 ))
-
-t0=$(now_ms)
-for s in "${segs[@]}"; do
-  rss=/dev/null; [ "$s" = "${segs[0]}" ] && rss=$work/pgproof.rss
-  /usr/bin/time -o "$rss" -f %M runuser -u postgres -- "$work/pgproof" --repo "file://$work/pgproof-repo" --cluster bench --pgdata "$PGDATA_DIR" --compression zstd:1 -q --push-ahead 0 wal-push "$s"
-done
-pgproof_ms=$(( $(now_ms) - t0 ))
-
+printf '%s\n' "${segs[@]}" >"$work/segments.list"
+# Each loop runs in one shell of the unprivileged user, as the archiver
+# would call the tool: no per-call user switching in the measurement. The
+# first call of each tool also records its peak memory (KiB).
+cat >"$work/loop.sh" <<'LOOP'
+set -euo pipefail
+work=$1 mode=$2
+cd "$work/segments"
+first=$(head -1 "$work/segments.list")
+while read -r s; do
+  rss=/dev/null; [ "$s" = "$first" ] && rss=$work/$mode.rss
+  case $mode in
+    pgbackrest) /usr/bin/time -o "$rss" -f %M pgbackrest --config="$work/pgbackrest.conf" --stanza=bench archive-push "$work/segments/$s" ;;
+    pgproof) /usr/bin/time -o "$rss" -f %M "$work/pgproof" --repo "file://$work/pgproof-repo" --cluster bench \
+               --pgdata "$work/pgdata" --compression zstd:1 -q --push-ahead 0 wal-push "$s" ;;
+    backlog) "$work/pgproof" --repo "file://$work/pgproof-repo-ahead" --cluster bench \
+               --pgdata "$work/pgdata" --compression zstd:1 -q wal-push "$s"
+             mv "archive_status/$s.ready" "archive_status/$s.done" ;;
+  esac
+done <"$work/segments.list"
+LOOP
+timed() { local t0; t0=$(now_ms); as_pg bash "$work/loop.sh" "$work" "$1"; echo $(( $(now_ms) - t0 )); }
+pgbr_ms=$(timed pgbackrest)
+pgproof_ms=$(timed pgproof)
 # An archiver catching up: every segment is already marked .ready, and
 # PostgreSQL marks each one .done after its call returns.
 as_pg mkdir -p archive_status
 for s in "${segs[@]}"; do as_pg touch "archive_status/$s.ready"; done
-t0=$(now_ms)
-for s in "${segs[@]}"; do
-  pgproof_push "$work/pgproof-repo-ahead" wal-push "$s"
-  as_pg mv "archive_status/$s.ready" "archive_status/$s.done"
-done
-ahead_ms=$(( $(now_ms) - t0 ))
+ahead_ms=$(timed backlog)
 
-pgbr_rss=$(cat "$work/pgbr.rss")
+pgbr_rss=$(cat "$work/pgbackrest.rss")
 pgproof_rss=$(cat "$work/pgproof.rss")
 
 pgbr_size=$(du -sb "$work/pgbackrest/repo/archive" | cut -f1)

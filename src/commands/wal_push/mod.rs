@@ -3,6 +3,8 @@
 //! other system; pushes segments PostgreSQL has already marked `.ready` in
 //! parallel, so that a busy cluster's archiver never falls behind.
 
+mod marker;
+
 use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
@@ -14,6 +16,7 @@ use crate::repo::wal::{self, Archived, Packed, StoredWal};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
+use marker::Markers;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +38,17 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let name = wal_name_of(&path)?;
     let repo = open_repository(settings)?;
     let compression = settings.compression.value;
+    let markers = Markers::new(path.parent().unwrap_or(Path::new(".")));
+    if let Some(key) = markers.take(&name.to_string(), &path)
+        && repo.storage().head(&key).await?.is_some()
+    {
+        tracing::info!(
+            "{name} was already pushed to {} by an earlier call; nothing to store ({})",
+            repo.describe(),
+            report::duration(started.elapsed())
+        );
+        return Ok(());
+    }
     tracing::debug!(
         "archiving {} of {} into {}",
         path.display(),
@@ -88,12 +102,13 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
             }
         }
         let results = futures::stream::iter(todo.into_iter().map(|(n, p)| {
-            let (repo, local, binding) = (&repo, local.clone(), &binding.id);
+            let (repo, local, binding, markers) = (&repo, local.clone(), &binding.id, &markers);
             async move {
-                let packed = pack_file(p, n, local, Some(compression)).await?;
-                repo.archive_wal(binding, n, packed, &[])
-                    .await
-                    .map(|a| (n, a))
+                let packed = pack_file(p.clone(), n, local, Some(compression)).await?;
+                let archived = repo.archive_wal(binding, n, packed, &[]).await?;
+                let (Archived::Stored { key, .. } | Archived::AlreadyPresent { key }) = &archived;
+                markers.record(&n.to_string(), &p, key);
+                Ok::<_, Error>((n, archived))
             }
         }))
         .buffer_unordered(settings.push_ahead.max(1))
@@ -110,6 +125,7 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         }
     }
 
+    markers.prune();
     let ahead_note = match pushed_ahead {
         0 => String::new(),
         1 => "; pushed 1 more ready file ahead".to_string(),
