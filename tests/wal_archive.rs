@@ -104,3 +104,37 @@ round_trips! {
     pg15_s3_repository: 15, Backend::S3;
     pg17_s3_repository: 17, Backend::S3;
 }
+
+#[test]
+fn every_compression_round_trips() {
+    let scratch = Scratch::new("codecs");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init(&scratch, "pg", 15);
+    cluster.start();
+    cluster.execute("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g");
+    let segment = cluster.write_and_switch(1000);
+    let original = std::fs::read(cluster.pgdata.join("pg_wal").join(&segment)).unwrap();
+    for codec in ["zstd", "zstd:9", "lz4", "none"] {
+        let name = format!("c-{}", codec.replace(':', "-"));
+        let args = [
+            "--repo",
+            repo.url.as_str(),
+            "--cluster",
+            name.as_str(),
+            "--compression",
+            codec,
+        ];
+        let mut push = args.to_vec();
+        let rel = format!("pg_wal/{segment}");
+        push.extend(["wal-push", rel.as_str()]);
+        assert_exit(&pgproof(&push, &[], Some(&cluster.pgdata)), 0);
+        let dest = scratch.path.join(format!("{name}.out"));
+        let mut fetch = args.to_vec();
+        fetch.extend(["wal-fetch", segment.as_str(), dest.to_str().unwrap()]);
+        assert_exit(&pgproof(&fetch, &[], None), 0);
+        assert!(
+            std::fs::read(&dest).unwrap() == original,
+            "{codec} did not round-trip"
+        );
+    }
+}

@@ -537,16 +537,16 @@ fn ready_segments_are_pushed_ahead_and_later_calls_are_cheap() {
     for n in &names[1..] {
         let out = push(n);
         assert_exit(&out, 0);
-        assert!(
-            stderr(&out).contains("already pushed"),
-            "{}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains("already pushed"), "{}", stderr(&out));
     }
     // Markers are used once: a repeated call checks the content in full.
     let out = push(&names[1]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("identical content"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("identical content"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -56,6 +56,19 @@ impl Compression {
         Ok(out)
     }
 
+    /// A compressor for many independent frames that reuses its context
+    /// (zstd's is worth keeping: creating one costs as much as compressing
+    /// a small chunk).
+    pub fn frame_compressor(self) -> Result<FrameCompressor> {
+        Ok(match self {
+            Compression::Zstd { level } => FrameCompressor::Zstd(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|e| Error::config(format!("zstd level {level}")).with_source(e))?,
+            ),
+            other => FrameCompressor::Other(other),
+        })
+    }
+
     pub fn encoder<W: Write>(self, inner: W) -> Result<Encoder<W>> {
         Ok(match self {
             Compression::None => Encoder::None(inner),
@@ -71,12 +84,55 @@ impl Compression {
     pub fn decoder<'a, R: Read + Send + 'a>(self, inner: R) -> Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(inner),
-            Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(inner)),
+            Compression::Lz4 => {
+                Box::new(Lz4Frames(Some(lz4_flex::frame::FrameDecoder::new(inner))))
+            }
             Compression::Zstd { .. } => Box::new(
                 zstd::stream::read::Decoder::new(inner)
                     .map_err(|e| Error::corrupt("starting zstd decoder").with_source(e))?,
             ),
         })
+    }
+}
+
+/// Reads concatenated lz4 frames as one stream (lz4_flex's decoder stops at
+/// the end of the first; it reads exactly to that end, so the next frame
+/// starts where it stopped).
+struct Lz4Frames<R: Read>(Option<lz4_flex::frame::FrameDecoder<R>>);
+
+impl<R: Read> Read for Lz4Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(decoder) = self.0.as_mut() else {
+            return Ok(0);
+        };
+        let n = decoder.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        let inner = self.0.take().expect("checked above").into_inner();
+        let mut next = lz4_flex::frame::FrameDecoder::new(inner);
+        let n = next.read(buf)?;
+        if n > 0 {
+            self.0 = Some(next);
+        }
+        Ok(n)
+    }
+}
+
+/// Compresses chunks into independent, self-contained frames.
+pub enum FrameCompressor {
+    Zstd(zstd::bulk::Compressor<'static>),
+    Other(Compression),
+}
+
+impl FrameCompressor {
+    pub fn compress(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        match self {
+            FrameCompressor::Zstd(c) => c.compress(chunk).map_err(|e| {
+                Error::new(crate::error::ErrorKind::LocalIo, "compressing").with_source(e)
+            }),
+            FrameCompressor::Other(c) => c.compress(chunk),
+        }
     }
 }
 
@@ -184,6 +240,27 @@ mod tests {
                 Compression::from_extension(c.extension()).map(|d| d.extension()),
                 Some(c.extension())
             );
+        }
+    }
+
+    #[test]
+    fn concatenated_frames_decode_as_one_stream() {
+        let data = sample();
+        let (a, b) = data.split_at(data.len() / 3);
+        for c in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::Zstd { level: 1 },
+        ] {
+            let mut fc = c.frame_compressor().unwrap();
+            let mut packed = fc.compress(a).unwrap();
+            packed.extend(fc.compress(b).unwrap());
+            let mut out = Vec::new();
+            c.decoder(&packed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == data, "{c}");
         }
     }
 

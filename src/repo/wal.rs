@@ -4,12 +4,13 @@
 
 use super::Repository;
 use super::layout::{self, WalObjectName};
+use crate::codec::compression::FrameCompressor;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use bytes::Bytes;
-use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::io::Read;
+use std::sync::{Condvar, Mutex};
 
 /// A WAL file as stored in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,21 +191,35 @@ pub struct Packed {
 }
 
 const CHUNK: usize = 1 << 20;
-const CHUNKS_IN_FLIGHT: usize = 3;
+/// Chunks read but not yet compressed; past this the reading thread
+/// compresses the chunk itself, so memory stays bounded.
+const MAX_QUEUED: usize = 4;
 
-/// Reads a file in chunks of 1 MiB: this thread hashes each chunk and hands
-/// it to `inspect` (which may refuse the file), while a second thread
-/// compresses. Memory stays at a few chunks plus the compressed output.
+/// Work shared between the reading thread and the compressing thread.
+struct Shared {
+    queue: std::collections::VecDeque<(usize, Vec<u8>, usize)>,
+    reading_done: bool,
+    frames: Vec<Option<Vec<u8>>>,
+    free: Vec<Vec<u8>>,
+    error: Option<Error>,
+}
+
+/// Reads a file in chunks of 1 MiB: the calling thread hashes each chunk
+/// and hands it to `inspect` (which may refuse the file); each chunk is
+/// compressed into its own frame by whichever of two threads is free, and
+/// the frames are concatenated in order (zstd and lz4 readers decode
+/// concatenated frames as one stream). Memory stays at a few chunks plus
+/// the compressed output.
 pub fn pack(
     reader: &mut dyn Read,
     compression: Option<Compression>,
     inspect: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Packed> {
     let io = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "reading the file").with_source(e);
+    let mut hasher = Hasher::new();
+    let mut offset = 0u64;
     let Some(compression) = compression else {
         let mut buf = vec![0u8; CHUNK];
-        let mut hasher = Hasher::new();
-        let mut offset = 0u64;
         loop {
             let len = read_full(reader, &mut buf).map_err(io)?;
             if len == 0 {
@@ -221,28 +236,26 @@ pub fn pack(
         });
     };
 
-    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..CHUNKS_IN_FLIGHT {
-        free_tx.send(vec![0u8; CHUNK]).expect("receiver is alive");
-    }
-    std::thread::scope(|scope| {
-        // The compressor holds the only sender of free buffers: if it fails,
-        // the reader's next wait for a buffer ends instead of hanging.
-        let compressor = scope.spawn(move || -> Result<Vec<u8>> {
-            let mut encoder = compression.encoder(Vec::with_capacity(4 << 20))?;
-            for (buf, len) in full_rx {
-                encoder
-                    .write_all(&buf[..len])
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, "compressing").with_source(e))?;
-                let _ = free_tx.send(buf);
+    let shared = Mutex::new(Shared {
+        queue: Default::default(),
+        reading_done: false,
+        frames: Vec::new(),
+        free: Vec::new(),
+        error: None,
+    });
+    let ready = Condvar::new();
+    let read_result = std::thread::scope(|scope| {
+        scope.spawn(|| match compression.frame_compressor() {
+            Ok(mut c) => compress_queued(&shared, &ready, &mut c, true),
+            Err(e) => {
+                lock(&shared).error.get_or_insert(e);
             }
-            encoder.finish()
         });
-        let mut hasher = Hasher::new();
-        let mut offset = 0u64;
-        let read_result = (|| -> Result<()> {
-            while let Ok(mut buf) = free_rx.recv() {
+        let mut own = compression.frame_compressor()?;
+        let result = (|| -> Result<()> {
+            let mut index = 0;
+            loop {
+                let mut buf = lock(&shared).free.pop().unwrap_or_else(|| vec![0u8; CHUNK]);
                 let len = read_full(reader, &mut buf).map_err(io)?;
                 if len == 0 {
                     return Ok(());
@@ -250,21 +263,93 @@ pub fn pack(
                 hasher.update(&buf[..len]);
                 inspect(offset, &buf[..len])?;
                 offset += len as u64;
-                if full_tx.send((buf, len)).is_err() {
-                    break;
+                let mut state = lock(&shared);
+                state.frames.push(None);
+                if state.queue.len() < MAX_QUEUED {
+                    state.queue.push_back((index, buf, len));
+                    ready.notify_one();
+                } else {
+                    drop(state);
+                    let frame = own.compress(&buf[..len]);
+                    store_frame(&shared, index, frame, buf);
                 }
+                index += 1;
             }
-            Ok(())
         })();
-        drop(full_tx);
-        let compressed = compressor.join().expect("the compression thread panicked");
-        read_result?;
-        Ok(Packed {
-            checksum: hasher.finish(),
-            size: offset,
-            compressed: Some((compression, compressed?)),
-        })
+        {
+            let mut state = lock(&shared);
+            state.reading_done = true;
+            if result.is_err() {
+                state.queue.clear();
+            }
+            ready.notify_all();
+        }
+        // Help with what is still queued; the scope then waits for the other thread.
+        compress_queued(&shared, &ready, &mut own, false);
+        result
+    });
+    read_result?;
+    let state = shared
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(e) = state.error {
+        return Err(e);
+    }
+    let mut compressed = Vec::with_capacity(state.frames.iter().flatten().map(Vec::len).sum());
+    for frame in state.frames {
+        compressed.extend_from_slice(&frame.expect("every chunk was compressed"));
+    }
+    Ok(Packed {
+        checksum: hasher.finish(),
+        size: offset,
+        compressed: Some((compression, compressed)),
     })
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn store_frame(shared: &Mutex<Shared>, index: usize, frame: Result<Vec<u8>>, buf: Vec<u8>) {
+    let mut state = lock(shared);
+    match frame {
+        Ok(f) => state.frames[index] = Some(f),
+        Err(e) => {
+            state.error.get_or_insert(e);
+        }
+    }
+    state.free.push(buf);
+}
+
+/// Compresses queued chunks; `wait` keeps the thread waiting for more until
+/// reading is done, otherwise it returns when the queue is empty.
+fn compress_queued(
+    shared: &Mutex<Shared>,
+    ready: &Condvar,
+    compressor: &mut FrameCompressor,
+    wait: bool,
+) {
+    loop {
+        let job = {
+            let mut state = lock(shared);
+            loop {
+                if let Some(job) = state.queue.pop_front() {
+                    break Some(job);
+                }
+                if state.reading_done || !wait {
+                    break None;
+                }
+                state = ready
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        };
+        let Some((index, buf, len)) = job else { return };
+        let frame = compressor.compress(&buf[..len]);
+        store_frame(shared, index, frame, buf);
+    }
 }
 
 fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {

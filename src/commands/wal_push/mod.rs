@@ -63,6 +63,10 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let mut listings = Listings::default();
     let existing = listings.get(&repo, &binding_id, name).await?.to_vec();
     let already_stored = existing.iter().any(|s| s.name == name);
+    tracing::debug!(
+        "listed the archive at {}",
+        report::duration(started.elapsed())
+    );
 
     // Read and check the whole file before anything is stored, so that a
     // foreign or damaged file can never bind or touch the prefix. A file whose
@@ -74,6 +78,10 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         (!already_stored).then_some(compression),
     )
     .await?;
+    tracing::debug!(
+        "read, checked and packed {name} at {}",
+        report::duration(started.elapsed())
+    );
     let binding = bind_or_refuse(&repo, &local, "first archived WAL file").await?;
     let original_size = packed.size;
     let archived = repo
