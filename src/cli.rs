@@ -1,7 +1,7 @@
 //! The command line: clap definitions (their doc comments are the help
 //! text), settings resolution, and the mapping of results to exit statuses.
 
-use crate::commands::{wal_fetch, wal_push};
+use crate::commands::{backup_list, backup_push, restore, wal_fetch, wal_push};
 use crate::error::Error;
 use crate::report::{self, Verbosity};
 use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
@@ -32,6 +32,12 @@ pub struct Cli {
     /// Time limit for each network step, e.g. 30s or 2m [default: 60s]
     #[arg(long, global = true, env = "PGPROOF_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Socket directory or host of the server, overriding PGDATA/postmaster.pid
+    #[arg(long, global = true, env = "PGPROOF_PGHOST", value_name = "HOST")]
+    pub pghost: Option<String>,
+    /// Port of the server, overriding PGDATA/postmaster.pid
+    #[arg(long, global = true, env = "PGPROOF_PGPORT", value_name = "PORT")]
+    pub pgport: Option<u16>,
     /// wal-push: how many other files already marked ready to push alongside [default: 4]
     #[arg(long, global = true, env = "PGPROOF_PUSH_AHEAD", value_name = "N")]
     pub push_ahead: Option<usize>,
@@ -65,6 +71,59 @@ pub enum Command {
         /// Where to write it, relative to the data directory (%p)
         dest: PathBuf,
     },
+    /// Take a base backup of a running cluster
+    BackupPush {
+        /// The cluster's data directory [default: the configured one, else $PGDATA]
+        pgdata: Option<PathBuf>,
+        /// Start with an immediate checkpoint rather than a spread one
+        #[arg(long)]
+        fast: bool,
+        /// Parts written at once
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        jobs: usize,
+        /// How long to wait for the archiver to store the backup's WAL
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        archive_timeout: String,
+    },
+    /// List the complete backups of a cluster, oldest first
+    BackupList {
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into an empty directory and configure recovery
+    #[command(alias = "backup-fetch")]
+    Restore {
+        /// Destination data directory (must be empty or absent)
+        dest: PathBuf,
+        /// Backup name, or "latest" [default: the newest that ends before the target]
+        #[arg(long, value_name = "NAME")]
+        backup: Option<String>,
+        /// Recover up to this time (as psql prints it, or RFC 3339)
+        #[arg(long, value_name = "TIME", group = "target")]
+        target_time: Option<String>,
+        /// Recover up to this LSN
+        #[arg(long, value_name = "LSN", group = "target")]
+        target_lsn: Option<String>,
+        /// Recover up to this transaction id
+        #[arg(long, value_name = "XID", group = "target")]
+        target_xid: Option<String>,
+        /// Recover up to this restore point (pg_create_restore_point)
+        #[arg(long, value_name = "NAME", group = "target")]
+        target_name: Option<String>,
+        /// Stop as soon as the backup is consistent
+        #[arg(long, group = "target")]
+        target_immediate: bool,
+        /// What the server does at the target: pause, promote or shutdown
+        #[arg(long, value_name = "ACTION")]
+        target_action: Option<String>,
+        /// Put tablespace OID in DIR instead of its original place (repeatable)
+        #[arg(long = "tablespace", value_name = "OID=DIR")]
+        tablespaces: Vec<String>,
+        /// Parts downloaded at once
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        jobs: usize,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -76,6 +135,9 @@ impl Command {
             Command::WalPush { .. } => "wal-push",
             Command::WalFetch { .. } => "wal-fetch",
             Command::WalPrefetch { .. } => "wal-prefetch",
+            Command::BackupPush { .. } => "backup-push",
+            Command::BackupList { .. } => "backup-list",
+            Command::Restore { .. } => "restore",
         }
     }
 }
@@ -149,6 +211,94 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, wal_fetch::failure_exit_code(&settings)),
             }
         }
+        Command::BackupPush {
+            pgdata,
+            fast,
+            jobs,
+            archive_timeout,
+        } => {
+            let result = async {
+                let settings = Settings::resolve(&over, pgdata.clone(), PgdataFallback::PgdataEnv)?;
+                let opts = backup_push::BackupPushOptions {
+                    fast: *fast,
+                    jobs: *jobs,
+                    archive_timeout: crate::settings::parse_duration(archive_timeout)?,
+                };
+                backup_push::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(name) => {
+                    println!("{name}");
+                    0
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::BackupList { json } => {
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                backup_list::run(&settings, *json).await
+            };
+            match result.await {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Restore {
+            dest,
+            backup,
+            target_time,
+            target_lsn,
+            target_xid,
+            target_name,
+            target_immediate,
+            target_action,
+            tablespaces,
+            jobs,
+        } => {
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let target = if let Some(t) = target_time {
+                    Some(restore::Target::Time(t.clone()))
+                } else if let Some(l) = target_lsn {
+                    Some(restore::Target::Lsn(l.clone()))
+                } else if let Some(x) = target_xid {
+                    Some(restore::Target::Xid(x.clone()))
+                } else if let Some(n) = target_name {
+                    Some(restore::Target::Name(n.clone()))
+                } else if *target_immediate {
+                    Some(restore::Target::Immediate)
+                } else {
+                    None
+                };
+                let mut map = Vec::new();
+                for t in tablespaces {
+                    let (oid, dir) = t
+                        .split_once('=')
+                        .and_then(|(o, d)| Some((o.parse::<u32>().ok()?, PathBuf::from(d))))
+                        .ok_or_else(|| {
+                            Error::config(format!("--tablespace {t:?} is not OID=DIR"))
+                        })?;
+                    map.push((oid, dir));
+                }
+                let opts = restore::RestoreOptions {
+                    dest: absolute(dest)?,
+                    backup: backup.clone(),
+                    target,
+                    target_action: target_action.clone(),
+                    tablespace_map: map,
+                    jobs: *jobs,
+                };
+                restore::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
         Command::WalPrefetch { name } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::WorkingDirectory)?;
@@ -210,7 +360,28 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
             "--timeout",
             "PGPROOF_TIMEOUT",
         ),
+        host: cli
+            .pghost
+            .clone()
+            .map(|v| Sourced::new(v, origin(m, "pghost", "--pghost", "PGPROOF_PGHOST"))),
+        port: cli
+            .pgport
+            .map(|v| Sourced::new(v, origin(m, "pgport", "--pgport", "PGPROOF_PGPORT"))),
         push_ahead: cli.push_ahead,
         prefetch: cli.prefetch,
     }
+}
+
+fn absolute(path: &std::path::Path) -> Result<PathBuf, Error> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        Error::io(
+            "reading the working directory",
+            std::path::Path::new("."),
+            e,
+        )
+    })?;
+    Ok(cwd.join(path))
 }

@@ -99,6 +99,8 @@ pub struct Overrides {
     pub compression: Option<Sourced<String>>,
     pub pgdata: Option<Sourced<PathBuf>>,
     pub timeout: Option<Sourced<String>>,
+    pub host: Option<Sourced<String>>,
+    pub port: Option<Sourced<u16>>,
     pub push_ahead: Option<usize>,
     pub prefetch: Option<usize>,
 }
@@ -118,8 +120,10 @@ pub struct Settings {
     pub repo: Sourced<RepoUrl>,
     pub compression: Sourced<Compression>,
     pub pgdata: Option<Sourced<PathBuf>>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
+    /// Socket directory or host overriding postmaster.pid.
+    pub host: Option<Sourced<String>>,
+    /// Port overriding postmaster.pid.
+    pub port: Option<Sourced<u16>>,
     pub timeout: Duration,
     pub push_ahead: usize,
     pub prefetch: usize,
@@ -213,8 +217,18 @@ impl Settings {
             repo,
             compression,
             pgdata,
-            host: section.as_ref().and_then(|s| s.host.clone()),
-            port: section.as_ref().and_then(|s| s.port),
+            host: over.host.clone().or_else(|| {
+                section
+                    .as_ref()
+                    .and_then(|s| s.host.clone())
+                    .map(|h| Sourced::new(h, file_origin()))
+            }),
+            port: over.port.clone().or_else(|| {
+                section
+                    .as_ref()
+                    .and_then(|s| s.port)
+                    .map(|p| Sourced::new(p, file_origin()))
+            }),
             timeout,
             push_ahead: over
                 .push_ahead
@@ -381,7 +395,7 @@ mod tests {
         let s =
             Settings::resolve(&over, Some("/srv/pg13".into()), PgdataFallback::PgdataEnv).unwrap();
         assert_eq!(s.cluster.value.as_str(), "old");
-        assert_eq!(s.port, Some(5433));
+        assert_eq!(s.port.map(|p| p.value), Some(5433));
         let s =
             Settings::resolve(&over, Some("/srv/pg17".into()), PgdataFallback::PgdataEnv).unwrap();
         assert_eq!(s.cluster.value.as_str(), "new");

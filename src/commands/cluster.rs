@@ -3,6 +3,8 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::control::ControlFile;
+use crate::pg::pidfile::PostmasterPid;
+use crate::pg::server::{Connection, Endpoint, ServerIdentity};
 use crate::repo::identity::Binding;
 use crate::repo::{Bound, Repository};
 use crate::settings::{Origin, Settings};
@@ -103,4 +105,99 @@ pub async fn bind_or_refuse(
             "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, run `pgproof rebind --confirm` (earlier backups stay readable)",
         )),
     }
+}
+
+/// The running server of a local cluster, connected and proven to be it.
+pub struct VerifiedServer {
+    pub connection: Connection,
+    pub identity: ServerIdentity,
+    /// How the endpoint was found, for banners and manifests.
+    pub reached: String,
+}
+
+impl LocalCluster {
+    /// Where the cluster's server listens: `postmaster.pid` in its data
+    /// directory, unless host or port settings say otherwise.
+    pub fn endpoint(&self, settings: &Settings) -> Result<(Endpoint, String)> {
+        let pid_path = self.pgdata.join("postmaster.pid");
+        let pid = PostmasterPid::read(&self.pgdata)?.filter(|p| p.process_alive());
+        let (host, host_origin) = match (&settings.host, &pid) {
+            (Some(h), _) => (h.value.clone(), h.origin.to_string()),
+            (None, Some(p)) => match &p.socket_directory {
+                Some(dir) => (dir.display().to_string(), pid_path.display().to_string()),
+                None => (
+                    "localhost".to_string(),
+                    format!("{} (no socket directory)", pid_path.display()),
+                ),
+            },
+            (None, None) => return Err(not_running(&self.pgdata)),
+        };
+        let (port, port_origin) = match (&settings.port, &pid) {
+            (Some(p), _) => (p.value, p.origin.to_string()),
+            (None, Some(p)) => (p.port, pid_path.display().to_string()),
+            (None, None) => return Err(not_running(&self.pgdata)),
+        };
+        let endpoint = Endpoint { host, port };
+        let how = if host_origin == port_origin {
+            format!("{endpoint} (from {host_origin})")
+        } else {
+            format!("{endpoint} (host from {host_origin}, port from {port_origin})")
+        };
+        Ok((endpoint, how))
+    }
+
+    /// Connects to the cluster's server and proves it is this cluster: the
+    /// same system identifier as pg_control, the same data directory, the
+    /// same major. Refuses, naming both sides, otherwise.
+    pub async fn connect_verified(&self, settings: &Settings) -> Result<VerifiedServer> {
+        let (endpoint, reached) = self.endpoint(settings)?;
+        let connection = crate::pg::server::connect(
+            &endpoint,
+            &crate::pg::server::default_user(),
+            settings.timeout,
+        )
+        .await?;
+        let identity = connection.identity().await?;
+        let same_dir = canonical(&identity.data_directory) == canonical(&self.pgdata);
+        if identity.system_identifier != self.control.system_identifier
+            || identity.major() != self.control.major.number()
+            || !same_dir
+        {
+            return Err(Error::new(
+                ErrorKind::Identity,
+                format!(
+                    "the server at {reached} is not the cluster in {}: the server reports system {}, PostgreSQL {}, data directory {}; {} is system {}, PostgreSQL {} per its pg_control (data directory from {})",
+                    self.pgdata.display(),
+                    identity.system_identifier,
+                    identity.version_num,
+                    identity.data_directory.display(),
+                    self.pgdata.display(),
+                    self.control.system_identifier,
+                    self.control.major,
+                    self.pgdata_origin,
+                ),
+            )
+            .with_hint("nothing was backed up; fix the host/port settings (or PGHOST/PGPORT in the configuration) so they reach this cluster, or leave them unset to use its postmaster.pid"));
+        }
+        Ok(VerifiedServer {
+            connection,
+            identity,
+            reached,
+        })
+    }
+}
+
+fn not_running(pgdata: &std::path::Path) -> Error {
+    Error::new(
+        ErrorKind::Postgres,
+        format!(
+            "the cluster in {} is not running (no live postmaster.pid)",
+            pgdata.display()
+        ),
+    )
+    .with_hint("start it, or give its socket directory and port with --pghost and --pgport")
+}
+
+fn canonical(path: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

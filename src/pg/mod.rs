@@ -1,10 +1,14 @@
 //! PostgreSQL knowledge: the only code that reads PostgreSQL's own files and
 //! formats. It knows nothing of repositories, storage or commands.
 
+pub mod backup_api;
+pub mod backup_label;
 pub mod control;
+pub mod datadir;
 pub mod history;
 pub mod lsn;
 pub mod pidfile;
+pub mod server;
 pub mod version;
 pub mod walheader;
 pub mod walname;

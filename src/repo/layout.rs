@@ -76,6 +76,25 @@ pub fn wal_object(
     )
 }
 
+/// The directory holding one binding's backups, one subdirectory each.
+pub fn backups_root(cluster: &ClusterName, binding: &str) -> String {
+    format!("{cluster}/backups/{binding}")
+}
+
+pub fn backup_dir(cluster: &ClusterName, binding: &str, backup: &str) -> String {
+    format!("{}/{backup}", backups_root(cluster, binding))
+}
+
+/// A part of a backup: a compressed tar stream of some of its files.
+pub fn backup_part(cluster: &ClusterName, binding: &str, backup: &str, part: &str) -> String {
+    format!("{}/{part}", backup_dir(cluster, binding, backup))
+}
+
+/// Written last: a backup without its manifest is incomplete.
+pub fn backup_manifest(cluster: &ClusterName, binding: &str, backup: &str) -> String {
+    format!("{}/manifest.json", backup_dir(cluster, binding, backup))
+}
+
 /// A WAL object's key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalObjectName {

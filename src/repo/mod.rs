@@ -5,6 +5,7 @@
 pub mod document;
 pub mod identity;
 pub mod layout;
+pub mod manifest;
 pub mod wal;
 
 use crate::error::{Error, ErrorKind, Result};

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 pub use url::RepoUrl;
@@ -34,6 +35,10 @@ pub struct Storage {
     root: StorePath,
     url: RepoUrl,
     timeout: Duration,
+    /// For a filesystem repository written by root: the owner of its
+    /// directory, given every file and directory pgproof creates, so that
+    /// the archiver (running as the PostgreSQL user) can keep writing.
+    local_owner: Option<(PathBuf, u32, u32)>,
 }
 
 impl Storage {
@@ -80,11 +85,20 @@ impl Storage {
                 (Arc::new(s3), StorePath::from(prefix.as_str()))
             }
         };
+        let local_owner = match url {
+            RepoUrl::File(path) if unsafe { libc::geteuid() } == 0 => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+                (meta.uid() != 0).then(|| (path.clone(), meta.uid(), meta.gid()))
+            }
+            _ => None,
+        };
         Ok(Storage {
             store,
             root,
             url: url.clone(),
             timeout,
+            local_owner,
         })
     }
 
@@ -218,6 +232,42 @@ impl Storage {
                 last_modified: m.last_modified,
             })
             .collect())
+    }
+
+    /// A streaming upload (multipart once past the buffer): memory stays at
+    /// the buffer whatever the object's size. The object appears when the
+    /// writer is shut down, never half-written.
+    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            self.path(key),
+            8 << 20,
+        )
+    }
+
+    /// To be called once an object is complete (the `put` methods do it):
+    /// hands what root created in a filesystem repository to the
+    /// repository's owner.
+    pub fn written(&self, key: &str) {
+        let Some((root, uid, gid)) = &self.local_owner else {
+            return;
+        };
+        let mut path = root.clone();
+        for part in key.split('/') {
+            path.push(part);
+            let _ = std::os::unix::fs::lchown(&path, Some(*uid), Some(*gid));
+        }
+    }
+
+    /// A streaming download.
+    pub async fn reader(
+        &self,
+        key: &str,
+    ) -> Result<impl tokio::io::AsyncRead + Unpin + Send + 'static> {
+        let path = self.path(key);
+        let result = self.bounded("reading", key, self.store.get(&path)).await?;
+        let stream = result.into_stream().map_err(std::io::Error::other);
+        Ok(tokio_util::io::StreamReader::new(stream))
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

@@ -1,0 +1,87 @@
+//! `pgproof backup-list [--json]`: the complete backups of a cluster, oldest first.
+
+use super::cluster::open_repository;
+use super::restore::list_backups;
+use crate::error::Result;
+use crate::report;
+use crate::settings::Settings;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    name: &'a str,
+    started_at: String,
+    stopped_at: String,
+    start_lsn: String,
+    stop_lsn: String,
+    timeline: u32,
+    start_wal: &'a str,
+    stop_wal: &'a str,
+    system_identifier: String,
+    major: u32,
+    server_version_num: u32,
+    size: u64,
+    stored_size: u64,
+    files: usize,
+    pgdata: &'a str,
+    host: &'a str,
+    /// Set once `prove` has restored and checked the backup.
+    proof: Option<String>,
+}
+
+pub async fn run(settings: &Settings, json: bool) -> Result<String> {
+    let repo = open_repository(settings)?;
+    let backups = list_backups(&repo).await?;
+    let rows: Vec<Row> = backups
+        .iter()
+        .map(|m| Row {
+            name: &m.name,
+            started_at: m.started_at.to_rfc3339(),
+            stopped_at: m.stopped_at.to_rfc3339(),
+            start_lsn: m.start_lsn.to_string(),
+            stop_lsn: m.stop_lsn.to_string(),
+            timeline: m.timeline,
+            start_wal: &m.start_wal,
+            stop_wal: &m.stop_wal,
+            system_identifier: m.system_identifier.to_string(),
+            major: m.major.number(),
+            server_version_num: m.server_version_num,
+            size: m.size,
+            stored_size: m.stored_size,
+            files: m.files.len(),
+            pgdata: &m.pgdata,
+            host: &m.host,
+            proof: None,
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::to_string_pretty(&rows).expect("rows serialize") + "\n");
+    }
+    let mut out = format!(
+        "backups of {} ({}):\n",
+        settings.cluster.value,
+        repo.describe()
+    );
+    if rows.is_empty() {
+        out += "  none\n";
+    }
+    out += &format!(
+        "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
+        "name", "started", "stopped", "start LSN", "stop LSN", "size", "stored", "PG", "proof"
+    );
+    for (r, m) in rows.iter().zip(&backups) {
+        out += &format!(
+            "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
+            r.name,
+            m.started_at.format("%Y-%m-%d %H:%M:%S"),
+            m.stopped_at.format("%Y-%m-%d %H:%M:%S"),
+            r.start_lsn,
+            r.stop_lsn,
+            report::bytes(r.size),
+            report::bytes(r.stored_size),
+            r.major,
+            "none"
+        );
+    }
+    Ok(out)
+}

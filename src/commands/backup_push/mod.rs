@@ -1,0 +1,350 @@
+//! `pgproof backup-push [PGDATA]`: a base backup of a running cluster.
+//!
+//! Phases: find the cluster and prove the server reached is it; start the
+//! backup on one session held throughout; list and stream the files into
+//! compressed tar parts, several in parallel; stop the backup; wait until
+//! the WAL from start to stop is in the archive; write the manifest last.
+
+mod parts;
+mod walk;
+
+use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::backup_api;
+use crate::pg::backup_label::BackupLabel;
+use crate::pg::lsn::Lsn;
+use crate::pg::walname::{Segment, WalFileName};
+use crate::repo::manifest::{Manifest, Part};
+use crate::repo::{Repository, document, layout};
+use crate::report;
+use crate::settings::Settings;
+use futures::StreamExt;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::io::SyncIoBridge;
+
+#[derive(Debug, Clone)]
+pub struct BackupPushOptions {
+    /// Start with an immediate checkpoint instead of a spread one.
+    pub fast: bool,
+    /// Parts written at once.
+    pub jobs: usize,
+    /// How long to wait for the archiver to store the backup's WAL.
+    pub archive_timeout: Duration,
+}
+
+pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String> {
+    let started = Instant::now();
+    let local = LocalCluster::open(settings).map_err(|e| e.context("backup-push"))?;
+    let repo = open_repository(settings)?;
+    let server = local.connect_verified(settings).await?;
+    tracing::info!(
+        "cluster {} ({}): {}, reached at {}",
+        settings.cluster.value,
+        local.describe(),
+        server.identity.version,
+        server.reached
+    );
+    tracing::info!(
+        "repository {} (from {})",
+        repo.describe(),
+        settings.repo.origin
+    );
+    if server.identity.in_recovery {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "the server is a standby; pgproof backs up primaries for now",
+        )
+        .with_hint("run backup-push against the primary"));
+    }
+    let binding = bind_or_refuse(&repo, &local, "first base backup").await?;
+    let major = local.control.major;
+    let start_time = chrono::Utc::now();
+    let name = start_time.format("%Y%m%dT%H%M%SZ").to_string();
+    let label = format!("pgproof {name}");
+    let start_lsn = backup_api::start(&server.connection, major, &label, opts.fast).await?;
+    tracing::info!(
+        "backup {name} started at LSN {start_lsn}{}",
+        if opts.fast { " (fast checkpoint)" } else { "" }
+    );
+
+    let result = copy_files(settings, &repo, &binding.id, &name, &local, opts).await;
+    // Always end backup mode, even when copying failed.
+    let stop = backup_api::stop(&server.connection, major).await;
+    let (copied, stop) = (result?, stop?);
+    let stopped_at = chrono::Utc::now();
+    let label_info = BackupLabel::parse(&stop.backup_label)?;
+    let seg_size = u64::from(local.control.wal_segment_size);
+    let start_wal = Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
+    let stop_wal = Segment::containing(
+        label_info.timeline,
+        Lsn(stop.lsn.0.saturating_sub(1)),
+        seg_size,
+    );
+    tracing::info!(
+        "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
+        stop.lsn
+    );
+    wait_for_wal(
+        &repo,
+        &binding.id,
+        start_wal,
+        stop_wal,
+        seg_size,
+        opts.archive_timeout,
+    )
+    .await?;
+
+    let meta =
+        std::fs::metadata(&local.pgdata).map_err(|e| Error::io("reading", &local.pgdata, e))?;
+    let manifest = Manifest {
+        format: crate::repo::identity::FORMAT_VERSION,
+        name: name.clone(),
+        cluster: settings.cluster.value.to_string(),
+        binding: binding.id.clone(),
+        system_identifier: local.control.system_identifier,
+        major,
+        server_version: server.identity.version.clone(),
+        server_version_num: server.identity.version_num,
+        timeline: label_info.timeline,
+        start_lsn: label_info.start_lsn,
+        stop_lsn: stop.lsn,
+        start_wal: start_wal.to_string(),
+        stop_wal: stop_wal.to_string(),
+        started_at: start_time,
+        stopped_at,
+        wal_segment_size: local.control.wal_segment_size,
+        block_size: local.control.block_size,
+        data_checksums: local.control.data_checksums(),
+        compression: settings.compression.value.to_string(),
+        host: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pgdata: local.pgdata.display().to_string(),
+        reached: server.reached.clone(),
+        owner_uid: meta.uid(),
+        owner_gid: meta.gid(),
+        backup_label: stop.backup_label,
+        tablespace_map: stop.tablespace_map,
+        tablespaces: copied.tablespaces,
+        size: copied.size,
+        stored_size: copied.stored_size,
+        parts: copied.parts,
+        directories: copied.directories,
+        files: copied.files,
+        bad_pages: Vec::new(),
+    };
+    let key = layout::backup_manifest(repo.cluster(), &binding.id, &name);
+    repo.storage()
+        .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))
+        .await?;
+    tracing::info!(
+        "backup {name} of {} complete: {} files, {} -> {} ({}) in {}",
+        settings.cluster.value,
+        manifest.files.len(),
+        report::bytes(manifest.size),
+        report::bytes(manifest.stored_size),
+        report::ratio(manifest.stored_size, manifest.size),
+        report::duration(started.elapsed())
+    );
+    Ok(name)
+}
+
+struct Copied {
+    parts: Vec<Part>,
+    files: Vec<crate::repo::manifest::FileEntry>,
+    directories: Vec<crate::repo::manifest::Directory>,
+    tablespaces: Vec<crate::repo::manifest::Tablespace>,
+    size: u64,
+    stored_size: u64,
+}
+
+async fn copy_files(
+    settings: &Settings,
+    repo: &Repository,
+    binding: &str,
+    name: &str,
+    local: &LocalCluster,
+    opts: &BackupPushOptions,
+) -> Result<Copied> {
+    let pgdata = local.pgdata.clone();
+    let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
+        .await
+        .map_err(|e| Error::new(ErrorKind::LocalIo, "listing task failed").with_source(e))??;
+    let total: u64 = walked.files.iter().map(|f| f.size).sum();
+    let plans = parts::plan(&walked.files);
+    tracing::info!(
+        "copying {} files ({}) in {} parts, {} at a time",
+        walked.files.len(),
+        report::bytes(total),
+        plans.len(),
+        opts.jobs
+    );
+    let files = Arc::new(walked.files);
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = tokio::spawn(report_progress(done.clone(), total));
+    let compression = settings.compression.value;
+    let results = futures::stream::iter(plans.iter().cloned().map(|plan| {
+        let files = files.clone();
+        let done = done.clone();
+        let key = layout::backup_part(repo.cluster(), binding, name, &plan.name);
+        let writer = repo.storage().writer(&key);
+        let storage = repo.storage().clone();
+        async move {
+            let handle = tokio::task::spawn_blocking(move || {
+                let on_progress = |n: u64| {
+                    done.fetch_add(n, Ordering::Relaxed);
+                };
+                let bridge = SyncIoBridge::new(writer);
+                let (result, mut bridge) =
+                    parts::write_part(&files, &plan, compression, bridge, &on_progress)?;
+                bridge.shutdown().map_err(|e| {
+                    Error::new(
+                        ErrorKind::Storage,
+                        format!("completing the upload of {key}"),
+                    )
+                    .with_source(e)
+                })?;
+                storage.written(&key);
+                Ok::<_, Error>((plan, result))
+            });
+            handle
+                .await
+                .map_err(|e| Error::new(ErrorKind::LocalIo, "part task failed").with_source(e))?
+        }
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    progress.abort();
+
+    let mut by_plan: Vec<(parts::PartPlan, parts::PartResult)> = Vec::new();
+    for r in results {
+        by_plan.push(r?);
+    }
+    by_plan.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut manifest_parts = Vec::new();
+    let mut manifest_files = Vec::new();
+    let (mut size, mut stored_size) = (0, 0);
+    for (i, (plan, result)) in by_plan.into_iter().enumerate() {
+        for v in &result.vanished {
+            tracing::info!("{v} vanished during the backup (WAL replay accounts for it)");
+        }
+        for f in &result.files {
+            let src = &files[f.index];
+            manifest_files.push(crate::repo::manifest::FileEntry {
+                path: src.path.clone(),
+                tablespace: src.tablespace,
+                size: f.size,
+                checksum: f.checksum,
+                mode: src.mode,
+                mtime: src.mtime,
+                part: i,
+            });
+        }
+        size += result.size;
+        stored_size += result.stored_size;
+        manifest_parts.push(Part {
+            name: plan.name,
+            tablespace: plan.tablespace,
+            size: result.size,
+            stored_size: result.stored_size,
+            stored_checksum: result.stored_checksum,
+        });
+    }
+    Ok(Copied {
+        parts: manifest_parts,
+        files: manifest_files,
+        directories: walked.directories,
+        tablespaces: walked.tablespaces,
+        size,
+        stored_size,
+    })
+}
+
+async fn report_progress(done: Arc<AtomicU64>, total: u64) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let d = done.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = d as f64 / secs;
+        let left = if rate > 0.0 {
+            Duration::from_secs_f64(total.saturating_sub(d) as f64 / rate)
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(
+            "copied {} of {} ({}), {}/s, about {} left",
+            report::bytes(d),
+            report::bytes(total),
+            report::ratio(d, total),
+            report::bytes(rate as u64),
+            report::duration(left)
+        );
+    }
+}
+
+/// Invariant 5: the manifest is written only once every WAL segment from
+/// the backup's start to its stop is in the archive.
+async fn wait_for_wal(
+    repo: &Repository,
+    binding: &str,
+    first: Segment,
+    last: Segment,
+    seg_size: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        let mut missing = Vec::new();
+        let mut seg = first;
+        let mut listings: std::collections::BTreeMap<String, Vec<WalFileName>> = Default::default();
+        loop {
+            let dir = seg.directory();
+            if !listings.contains_key(&dir) {
+                let names = repo
+                    .list_wal_dir(binding, WalFileName::Segment(seg))
+                    .await?
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect();
+                listings.insert(dir.clone(), names);
+            }
+            if !listings[&dir].contains(&WalFileName::Segment(seg)) {
+                missing.push(seg);
+            }
+            if seg == last {
+                break;
+            }
+            seg = seg.next(seg_size);
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "WAL {} needed by the backup did not reach {} within {:?}; the backup is incomplete and has no manifest",
+                    missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+                    repo.describe(),
+                    timeout
+                ),
+            )
+            .with_hint("check that archive_mode is on and archive_command calls `pgproof wal-push` for this cluster and repository"));
+        }
+        if !announced {
+            tracing::info!(
+                "waiting for the archiver to store {} WAL segment(s), starting with {}",
+                missing.len(),
+                missing[0]
+            );
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,468 @@
+//! `pgproof restore <DEST>` (alias `backup-fetch`): phases select, validate,
+//! process (download, decompress, verify every checksum, write), configure
+//! recovery.
+
+mod select;
+
+pub use select::list_backups;
+
+use super::cluster::open_repository;
+use crate::codec::{Compression, Hasher};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::pidfile::PostmasterPid;
+use crate::repo::layout;
+use crate::repo::manifest::{FileEntry, Manifest};
+use crate::report;
+use crate::settings::Settings;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Time(String),
+    Lsn(String),
+    Xid(String),
+    Name(String),
+    Immediate,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dest: PathBuf,
+    pub backup: Option<String>,
+    pub target: Option<Target>,
+    /// pause, promote or shutdown.
+    pub target_action: Option<String>,
+    /// Tablespace oid to new location.
+    pub tablespace_map: Vec<(u32, PathBuf)>,
+    pub jobs: usize,
+}
+
+pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
+    let started = Instant::now();
+    let repo = open_repository(settings)?;
+    let mut selection = select::Selection {
+        name: opts.backup.clone(),
+        ..Default::default()
+    };
+    match &opts.target {
+        Some(Target::Time(t)) => selection.before_time = Some(parse_time(t)?),
+        Some(Target::Lsn(l)) => selection.before_lsn = Some(l.parse()?),
+        _ => {}
+    }
+    let backups = list_backups(&repo).await?;
+    let manifest = select::choose(&backups, &selection, &repo.describe())?;
+    tracing::info!(
+        "restoring backup {} of {} (system {}, {}; {} to {}) into {}",
+        manifest.name,
+        repo.describe(),
+        manifest.system_identifier,
+        manifest
+            .server_version
+            .split(" on ")
+            .next()
+            .unwrap_or(&manifest.server_version),
+        manifest.start_lsn,
+        manifest.stop_lsn,
+        opts.dest.display()
+    );
+    let tablespace_dirs = validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
+    create_directories(&opts.dest, &manifest, &tablespace_dirs)?;
+    download_parts(&repo, &manifest, &opts.dest, &tablespace_dirs, opts.jobs).await?;
+    configure_recovery(settings, opts, &manifest, &tablespace_dirs)?;
+    if unsafe { libc::geteuid() } == 0 {
+        chown_tree(&opts.dest, manifest.owner_uid, manifest.owner_gid)?;
+        for dir in tablespace_dirs.values() {
+            chown_tree(dir, manifest.owner_uid, manifest.owner_gid)?;
+        }
+    }
+    tracing::info!(
+        "restored {} files ({}) in {}; next: start PostgreSQL {} on {} (for example: pg_ctl -D {} start); it will replay WAL from {} through `pgproof wal-fetch`",
+        manifest.files.len(),
+        report::bytes(manifest.size),
+        report::duration(started.elapsed()),
+        manifest.major,
+        opts.dest.display(),
+        opts.dest.display(),
+        repo.describe()
+    );
+    Ok(())
+}
+
+/// `2026-11-25 14:02:07.123+00` as psql prints it, or RFC 3339.
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&chrono::Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, fmt) {
+            return Ok(d.with_timezone(&chrono::Utc));
+        }
+    }
+    Err(Error::config(format!("{text:?} is not a time with a time zone"))
+        .with_hint("write it as psql prints it (2026-11-25 14:02:07.123+00) or as RFC 3339 (2026-11-25T14:02:07Z)"))
+}
+
+fn validate_destination(
+    dest: &Path,
+    m: &Manifest,
+    map: &[(u32, PathBuf)],
+) -> Result<HashMap<u32, PathBuf>> {
+    refuse_unless_empty(dest)?;
+    let mut dirs = HashMap::new();
+    for ts in &m.tablespaces {
+        let target = map
+            .iter()
+            .find(|(oid, _)| *oid == ts.oid)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| PathBuf::from(&ts.location));
+        refuse_unless_empty(&target).map_err(|e| {
+            e.with_hint(format!(
+                "tablespace {} was at {}; give it a new empty place with --tablespace {}=DIR",
+                ts.oid, ts.location, ts.oid
+            ))
+        })?;
+        dirs.insert(ts.oid, target);
+    }
+    Ok(dirs)
+}
+
+fn refuse_unless_empty(dir: &Path) -> Result<()> {
+    if let Ok(Some(pid)) = PostmasterPid::read(dir)
+        && pid.process_alive()
+    {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("a server is running in {} (pid {})", dir.display(), pid.pid),
+        )
+        .with_hint(
+            "restore into another directory, or stop that server and empty the directory first",
+        ));
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!("{} is not empty; nothing was written", dir.display()),
+                )
+                .with_hint("restore into an empty or new directory"));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("reading", dir, e)),
+    }
+}
+
+fn root_of<'a>(
+    dest: &'a Path,
+    tablespace: Option<u32>,
+    ts_dirs: &'a HashMap<u32, PathBuf>,
+) -> &'a Path {
+    match tablespace {
+        None => dest,
+        Some(oid) => ts_dirs.get(&oid).map(PathBuf::as_path).unwrap_or(dest),
+    }
+}
+
+fn create_directories(dest: &Path, m: &Manifest, ts_dirs: &HashMap<u32, PathBuf>) -> Result<()> {
+    for root in std::iter::once(dest).chain(ts_dirs.values().map(PathBuf::as_path)) {
+        std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("setting the mode of", root, e))?;
+    }
+    for d in &m.directories {
+        let path = root_of(dest, d.tablespace, ts_dirs).join(&d.path);
+        std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(d.mode & 0o7777))
+            .map_err(|e| Error::io("setting the mode of", &path, e))?;
+    }
+    for (oid, dir) in ts_dirs {
+        let link = dest.join("pg_tblspc").join(oid.to_string());
+        std::os::unix::fs::symlink(dir, &link).map_err(|e| Error::io("linking", &link, e))?;
+    }
+    Ok(())
+}
+
+async fn download_parts(
+    repo: &crate::repo::Repository,
+    m: &Manifest,
+    dest: &Path,
+    ts_dirs: &HashMap<u32, PathBuf>,
+    jobs: usize,
+) -> Result<()> {
+    let compression = Compression::from_str_stored(&m.compression)?;
+    let expected: Arc<HashMap<(usize, String), FileEntry>> = Arc::new(
+        m.files
+            .iter()
+            .map(|f| ((f.part, f.path.clone()), f.clone()))
+            .collect(),
+    );
+    let results = futures::stream::iter(m.parts.iter().enumerate().map(|(index, part)| {
+        let key = layout::backup_part(repo.cluster(), &m.binding, &m.name, &part.name);
+        let root = root_of(dest, part.tablespace, ts_dirs).to_path_buf();
+        let expected = expected.clone();
+        let stored_checksum = part.stored_checksum;
+        async move {
+            let reader = repo.storage().reader(&key).await?;
+            tokio::task::spawn_blocking(move || {
+                let bridge = tokio_util::io::SyncIoBridge::new(reader);
+                extract_part(
+                    bridge,
+                    compression,
+                    &root,
+                    index,
+                    &expected,
+                    &key,
+                    stored_checksum,
+                )
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::LocalIo, "restore task failed").with_source(e))?
+        }
+    }))
+    .buffer_unordered(jobs.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    let mut restored = 0usize;
+    for r in results {
+        restored += r?;
+    }
+    if restored != m.files.len() {
+        return Err(Error::corrupt(format!(
+            "backup {} lists {} files but its parts held {restored}",
+            m.name,
+            m.files.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes the stored bytes as they stream past, to compare with the manifest.
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn extract_part(
+    reader: impl Read + Send,
+    compression: Compression,
+    root: &Path,
+    part: usize,
+    expected: &HashMap<(usize, String), FileEntry>,
+    key: &str,
+    stored_checksum: crate::codec::Checksum,
+) -> Result<usize> {
+    let corrupt = |why: String| {
+        Error::corrupt(format!("part {key} is corrupt: {why}"))
+            .with_hint("the stored backup is damaged; restore another backup")
+    };
+    let mut hashing = HashingReader {
+        inner: reader,
+        hasher: Hasher::new(),
+    };
+    let decoder = compression.decoder(&mut hashing)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut count = 0;
+    let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
+        let path = entry
+            .path()
+            .map_err(|e| corrupt(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let want = expected
+            .get(&(part, path.clone()))
+            .ok_or_else(|| corrupt(format!("it holds {path}, which its manifest does not list")))?;
+        let dest = root.join(&path);
+        if path.split('/').any(|c| c == "..") {
+            return Err(corrupt(format!(
+                "it holds a path leaving the data directory: {path}"
+            )));
+        }
+        let mut out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut size = 0u64;
+        loop {
+            let n = entry
+                .read(&mut buf)
+                .map_err(|e| corrupt(format!("{path}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing", &dest, e))?;
+            size += n as u64;
+        }
+        let sum = hasher.finish();
+        if sum != want.checksum || size != want.size {
+            return Err(Error::corrupt(format!(
+                "{path} (in {key}) fails its checksum: stored sha256 {}, {} bytes; restored sha256 {sum}, {size} bytes",
+                want.checksum, want.size
+            ))
+            .with_hint("the stored backup is damaged; restore another backup"));
+        }
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(want.mode & 0o7777))
+            .map_err(|e| Error::io("setting the mode of", &dest, e))?;
+        count += 1;
+    }
+    drop(archive);
+    // Drain what the tar reader left (end-of-archive padding) so the checksum covers the whole object.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
+    if hashing.hasher.finish() != stored_checksum {
+        return Err(corrupt(
+            "the stored object's checksum does not match its manifest".into(),
+        ));
+    }
+    Ok(count)
+}
+
+fn configure_recovery(
+    settings: &Settings,
+    opts: &RestoreOptions,
+    m: &Manifest,
+    ts_dirs: &HashMap<u32, PathBuf>,
+) -> Result<()> {
+    let dest = &opts.dest;
+    let write = |name: &str, content: &str| -> Result<()> {
+        let path = dest.join(name);
+        std::fs::write(&path, content).map_err(|e| Error::io("writing", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("setting the mode of", &path, e))
+    };
+    write("backup_label", &m.backup_label)?;
+    if !m.tablespace_map.is_empty() {
+        // Rewritten to the chosen locations.
+        let map: String = m
+            .tablespace_map
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((oid, _)) => match oid.parse::<u32>().ok().and_then(|o| ts_dirs.get(&o)) {
+                    Some(dir) => format!("{oid} {}\n", dir.display()),
+                    None => format!("{line}\n"),
+                },
+                None => format!("{line}\n"),
+            })
+            .collect();
+        write("tablespace_map", &map)?;
+    }
+    write("recovery.signal", "")?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
+    let quote = |s: &str| s.replace('\'', "''");
+    let mut conf = format!(
+        "\n# Added by pgproof restore of backup {} ({})\nrestore_command = '{} --repo {} --cluster {} wal-fetch %f %p'\n",
+        m.name,
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+        quote(&exe.display().to_string()),
+        quote(&settings.repo.value.to_string()),
+        quote(settings.cluster.value.as_str()),
+    );
+    match &opts.target {
+        Some(Target::Time(t)) => {
+            conf += &format!(
+                "recovery_target_time = '{}'\n",
+                parse_time(t)?.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            )
+        }
+        Some(Target::Lsn(l)) => {
+            conf += &format!(
+                "recovery_target_lsn = '{}'\n",
+                l.parse::<crate::pg::lsn::Lsn>()?
+            )
+        }
+        Some(Target::Xid(x)) => {
+            x.parse::<u64>()
+                .map_err(|_| Error::config(format!("{x:?} is not a transaction id")))?;
+            conf += &format!("recovery_target_xid = '{x}'\n")
+        }
+        Some(Target::Name(n)) => conf += &format!("recovery_target_name = '{}'\n", quote(n)),
+        Some(Target::Immediate) => conf += "recovery_target = 'immediate'\n",
+        None => {}
+    }
+    if let Some(action) = &opts.target_action {
+        if !matches!(action.as_str(), "pause" | "promote" | "shutdown") {
+            return Err(Error::config(format!(
+                "target action {action:?} is not pause, promote or shutdown"
+            )));
+        }
+        conf += &format!("recovery_target_action = '{action}'\n");
+    }
+    let auto = dest.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&auto)
+        .map_err(|e| Error::io("writing", &auto, e))?;
+    f.write_all(conf.as_bytes())
+        .map_err(|e| Error::io("writing", &auto, e))?;
+    Ok(())
+}
+
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+            .map_err(|e| Error::io("changing the owner of", &p, e))?;
+        if std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            for e in std::fs::read_dir(&p)
+                .map_err(|e| Error::io("reading", &p, e))?
+                .flatten()
+            {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_operators_copy_them() {
+        let want = "2026-11-25T14:02:07.123Z";
+        for text in [
+            "2026-11-25 14:02:07.123+00",
+            "2026-11-25 16:02:07.123+02",
+            "2026-11-25T14:02:07.123Z",
+            "2026-11-25T14:02:07.123+00:00",
+            "2026-11-25T14:02:07.123+00",
+        ] {
+            let t = parse_time(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                want,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("2026-11-25 14:02:07+00").unwrap().timestamp() % 60,
+            7
+        );
+        for bad in ["2026-11-25 14:02:07", "yesterday", "14:02"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Base backups and point-in-time restores with real clusters: backup-push
+//! while the cluster works, a mistake, then restore to just before it with
+//! every kind of target; the multi-cluster host that started it all; and
+//! what restore refuses.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pg_env(repo: &TestRepo) -> Vec<(String, String)> {
+    let mut env = repo.env.clone();
+    env.push(("PGUSER".into(), "postgres".into()));
+    env
+}
+
+/// A cluster archiving into a repository, with a table `keep` of 1000 rows
+/// backed up, then 500 more rows, then the table dropped.
+struct Story {
+    scratch: Scratch,
+    repo: TestRepo,
+    cluster: Cluster,
+    backup: String,
+    time: String,
+    lsn: String,
+    xid: String,
+}
+
+fn story(name: &str, major: u32, backend: Backend) -> Story {
+    let scratch = Scratch::new(name);
+    let repo = TestRepo::new(&scratch, backend);
+    let mut cluster = Cluster::init(&scratch, "source", major);
+    cluster.env = repo.env.clone();
+    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+    cluster.start();
+    cluster.execute(
+        "CREATE TABLE keep AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
+    );
+
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "main",
+            "backup-push",
+            cluster.pgdata.to_str().unwrap(),
+            "--fast",
+        ],
+        &pg_env(&repo),
+        None,
+    );
+    assert_exit(&out, 0);
+    let backup = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&cluster.system_identifier()) && err.contains("postmaster.pid"),
+        "the banner names the cluster and how it was found:\n{err}"
+    );
+
+    let xid = cluster.query_one("BEGIN; INSERT INTO keep SELECT g, 'after' FROM generate_series(1001, 1500) g; SELECT txid_current()::text; COMMIT;");
+    let xid = if xid.is_empty() {
+        cluster.query_one("SELECT xmin::text FROM keep WHERE id = 1500")
+    } else {
+        xid
+    };
+    let lsn = cluster.query_one("SELECT pg_current_wal_lsn()::text");
+    let time = cluster.query_one("SELECT now()::text");
+    cluster.query_one("SELECT pg_create_restore_point('before_drop')::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    cluster.execute("DROP TABLE keep");
+    let last = cluster.write_and_switch(10);
+    cluster.wait_archived(&last);
+    Story {
+        scratch,
+        repo,
+        cluster,
+        backup,
+        time,
+        lsn,
+        xid,
+    }
+}
+
+impl Story {
+    fn restore(&self, dir: &str, target: &[&str]) -> (Cluster, std::process::Output) {
+        let dest = self.scratch.path.join(dir);
+        let mut args = vec![
+            "--repo",
+            self.repo.url.as_str(),
+            "--cluster",
+            "main",
+            "restore",
+            dest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(target);
+        let out = pgproof(&args, &self.repo.env, None);
+        let restored = Cluster {
+            major: self.cluster.major,
+            pgdata: dest,
+            port: free_port(),
+            socket_dir: self.scratch.dir(&format!("{dir}-sock")),
+            bin: self.cluster.bin.clone(),
+            log: self.scratch.path.join(format!("{dir}.log")),
+            env: self.repo.env.clone(),
+        };
+        (restored, out)
+    }
+
+    fn restore_and_start(&self, dir: &str, target: &[&str]) -> Cluster {
+        let (restored, out) = self.restore(dir, target);
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains("pg_ctl"),
+            "restore ends with what to run next:\n{}",
+            stderr(&out)
+        );
+        restored.configure(&format!(
+            "port = {}\nunix_socket_directories = '{}'\narchive_mode = off\n",
+            restored.port,
+            restored.socket_dir.display()
+        ));
+        restored.start();
+        wait_until("the restored server accepts queries", || {
+            restored.try_query_one("SELECT 1").is_some()
+        });
+        restored
+    }
+}
+
+fn count_keep(c: &Cluster) -> String {
+    c.query_one("SELECT count(*)::text FROM keep")
+}
+
+fn pitr_by_time(major: u32, backend: Backend) {
+    if !wants_major(major) {
+        return;
+    }
+    let s = story(&format!("pitr-{major}-{backend:?}"), major, backend);
+    let restored = s.restore_and_start(
+        "restored",
+        &["--target-time", &s.time, "--target-action", "promote"],
+    );
+    wait_until("promotion", || {
+        restored
+            .try_query_one("SELECT pg_is_in_recovery()::text")
+            .as_deref()
+            == Some("false")
+    });
+    assert_eq!(count_keep(&restored), "1500", "{}", restored.server_log());
+    assert_eq!(
+        std::fs::read_to_string(restored.pgdata.join("PG_VERSION"))
+            .unwrap()
+            .trim(),
+        major.to_string()
+    );
+    assert!(
+        restored
+            .server_log()
+            .contains("pgproof wal-fetch: restored")
+    );
+    // backup-list shows it, in words and in JSON.
+    let out = pgproof(
+        &[
+            "--repo",
+            &s.repo.url,
+            "--cluster",
+            "main",
+            "backup-list",
+            "--json",
+        ],
+        &s.repo.env,
+        None,
+    );
+    assert_exit(&out, 0);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], s.backup.as_str());
+    assert_eq!(list[0]["major"], major);
+    assert_eq!(
+        list[0]["system_identifier"],
+        s.cluster.system_identifier().as_str()
+    );
+}
+
+macro_rules! pitr {
+    ($($test:ident: $major:expr, $backend:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                pitr_by_time($major, $backend);
+            }
+        )*
+    };
+}
+
+pitr! {
+    pitr_pg13: 13, Backend::File;
+    pitr_pg14: 14, Backend::File;
+    pitr_pg15: 15, Backend::File;
+    pitr_pg16: 16, Backend::File;
+    pitr_pg17: 17, Backend::File;
+    pitr_pg18: 18, Backend::File;
+    pitr_pg15_s3: 15, Backend::S3;
+    pitr_pg17_s3: 17, Backend::S3;
+}
+
+#[test]
+fn every_kind_of_target() {
+    let s = story("targets", 15, Backend::File);
+    let lsn_target = s.restore_and_start(
+        "by-lsn",
+        &["--target-lsn", &s.lsn, "--target-action", "promote"],
+    );
+    let xid_target = s.restore_and_start(
+        "by-xid",
+        &["--target-xid", &s.xid, "--target-action", "promote"],
+    );
+    let name_target = s.restore_and_start(
+        "by-name",
+        &["--target-name", "before_drop", "--target-action", "promote"],
+    );
+    let immediate = s.restore_and_start(
+        "immediate",
+        &["--target-immediate", "--target-action", "promote"],
+    );
+    for (c, want) in [
+        (&lsn_target, "1500"),
+        (&xid_target, "1500"),
+        (&name_target, "1500"),
+        (&immediate, "1000"),
+    ] {
+        wait_until("promotion", || {
+            c.try_query_one("SELECT pg_is_in_recovery()::text")
+                .as_deref()
+                == Some("false")
+        });
+        assert_eq!(count_keep(c), want, "{}", c.server_log());
+    }
+    // psql's format and RFC 3339 are both accepted.
+    let rfc = format!("{}:00", s.time.replacen(' ', "T", 1));
+    let (_, out) = s.restore("rfc", &["--target-time", &rfc]);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn the_non_default_port_cluster_is_the_one_backed_up() {
+    let scratch = Scratch::new("two-clusters");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let other = other_major(15);
+    let shared_sock = scratch.dir("shared-sock");
+    // The default-port cluster and a second one of another major, sharing a socket directory.
+    let mut default_port = Cluster::init(&scratch, "default", 15);
+    default_port.socket_dir = shared_sock.clone();
+    default_port.port = 5432;
+    default_port.configure(&format!(
+        "port = 5432\nunix_socket_directories = '{}'",
+        shared_sock.display()
+    ));
+    default_port.start();
+    default_port.execute("CREATE TABLE only_in_default (x int)");
+    let mut second = Cluster::init(&scratch, "second", other);
+    second.socket_dir = shared_sock.clone();
+    second.configure(&format!(
+        "unix_socket_directories = '{}'",
+        shared_sock.display()
+    ));
+    second.archive_with(&format!("--repo {} --cluster second", repo.url));
+    second.start();
+    second.execute("CREATE TABLE only_in_second AS SELECT 42 AS answer");
+
+    let env = vec![("PGUSER".to_string(), "postgres".to_string())];
+    let before = repo.snapshot();
+    // A port setting that reaches the other cluster: refused, both named, nothing stored.
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "second",
+            "--pgport",
+            "5432",
+            "--pghost",
+            shared_sock.to_str().unwrap(),
+            "backup-push",
+            second.pgdata.to_str().unwrap(),
+        ],
+        &env,
+        None,
+    );
+    assert_exit(&out, 4);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&default_port.system_identifier())
+            && err.contains(&second.system_identifier()),
+        "{err}"
+    );
+    assert!(
+        err.contains("--pgport") && err.contains("pg_control"),
+        "where each fact came from:\n{err}"
+    );
+    assert_eq!(
+        repo.snapshot(),
+        before,
+        "a refused backup changed the repository"
+    );
+
+    // Only its PGDATA, PGPORT unset: the second cluster, found through its postmaster.pid.
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "second",
+            "backup-push",
+            second.pgdata.to_str().unwrap(),
+            "--fast",
+        ],
+        &env,
+        None,
+    );
+    assert_exit(&out, 0);
+    let dest = scratch.path.join("restored");
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "second",
+            "restore",
+            dest.to_str().unwrap(),
+            "--target-immediate",
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("PG_VERSION"))
+            .unwrap()
+            .trim(),
+        other.to_string()
+    );
+    let restored = Cluster {
+        major: other,
+        pgdata: dest,
+        port: free_port(),
+        socket_dir: scratch.dir("restored-sock"),
+        bin: second.bin.clone(),
+        log: scratch.path.join("restored.log"),
+        env: Vec::new(),
+    };
+    restored.configure(&format!(
+        "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
+        restored.port,
+        restored.socket_dir.display()
+    ));
+    restored.start();
+    wait_until("the restored server answers", || {
+        restored.try_query_one("SELECT 1").is_some()
+    });
+    assert_eq!(
+        restored.query_one("SELECT answer::text FROM only_in_second"),
+        "42"
+    );
+}
+
+#[test]
+fn restore_refuses_a_non_empty_destination_and_a_corrupt_part() {
+    let s = story("refusals", 15, Backend::File);
+    let busy = s.scratch.dir("busy");
+    std::fs::write(busy.join("something"), "precious").unwrap();
+    let out = pgproof(
+        &[
+            "--repo",
+            &s.repo.url,
+            "--cluster",
+            "main",
+            "restore",
+            busy.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 11);
+    assert_eq!(
+        std::fs::read_to_string(busy.join("something")).unwrap(),
+        "precious"
+    );
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+
+    // Restoring over the running source is refused too.
+    let out = pgproof(
+        &[
+            "--repo",
+            &s.repo.url,
+            "--cluster",
+            "main",
+            "restore",
+            s.cluster.pgdata.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 11);
+
+    let part = find_part(s.repo.dir.as_ref().unwrap());
+    let mut bytes = std::fs::read(&part).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&part, &bytes).unwrap();
+    let dest = s.scratch.path.join("from-corrupt");
+    let out = pgproof(
+        &[
+            "--repo",
+            &s.repo.url,
+            "--cluster",
+            "main",
+            "restore",
+            dest.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 6);
+    let err = stderr(&out);
+    assert!(
+        err.contains(part.file_name().unwrap().to_str().unwrap()),
+        "the message names the part:\n{err}"
+    );
+}
+
+fn find_part(repo: &Path) -> PathBuf {
+    let mut stack = vec![repo.to_path_buf()];
+    let mut parts = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("part-")
+            {
+                parts.push(p);
+            }
+        }
+    }
+    parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    parts.pop().expect("a part is stored")
+}
+
+fn other_major(not: u32) -> u32 {
+    majors()
+        .into_iter()
+        .rev()
+        .find(|m| *m != not)
+        .unwrap_or(not)
+}
