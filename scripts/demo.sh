@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
 # The main job of pgproof on a local filesystem repository, start to finish:
 # a throwaway PostgreSQL cluster archives its WAL through `pgproof wal-push`,
-# a base backup is taken, someone drops a table by mistake, and a
-# point-in-time restore replays the archive through `pgproof wal-fetch` up to
-# the moment before the mistake: the table is back.
-#
-# The base backup is taken with pg_basebackup until `pgproof backup-push`
-# lands (issue 3); archiving and the restore's WAL are pgproof's.
+# `pgproof backup-push` takes a base backup, someone drops a table by
+# mistake, and `pgproof restore --target-time` brings back the moment before
+# it, replaying the archive through `pgproof wal-fetch`: the table is back.
 #
 # Runs on Debian with Rust; installs PostgreSQL 15 if it is missing. Uses
 # /tmp/pgproof-demo, ports picked at random, and removes nothing else.
@@ -53,9 +50,8 @@ as_pg "$PG_BIN/pg_ctl" -D "$work/source" -l "$work/source.log" -w start >/dev/nu
 sql "$port" "CREATE TABLE accounts AS SELECT g AS id, 100 * g AS balance FROM generate_series(1, 10000) g"
 echo "created table accounts: $(sql "$port" "SELECT count(*) FROM accounts") rows"
 
-say "a base backup"
-as_pg "$PG_BIN/pg_basebackup" -h "$work/sock" -p "$port" -U postgres -X none -c fast -D "$work/backup"
-echo "base backup in $work/backup"
+say "a base backup: $pgproof backup-push $work/source"
+as_pg env PGUSER=postgres $pgproof backup-push "$work/source" --fast
 
 say "more work, then the mistake"
 sql "$port" "UPDATE accounts SET balance = balance + 1 WHERE id <= 100"
@@ -70,18 +66,14 @@ until [ "$(sql "$port" "SELECT last_archived_wal FROM pg_stat_archiver")" \> "$l
 echo "the archiver has pushed everything up to $last:"
 grep 'pgproof wal-push' "$work/source.log" | sed 's/^/  /'
 
-say "point-in-time restore to $before"
+say "point-in-time restore: $pgproof restore $work/restored --target-time '$before'"
+$pgproof backup-list
+as_pg $pgproof restore "$work/restored" --target-time "$before" --target-action promote
 restored_port=$(free_port)
-cp -a "$work/backup" "$work/restored"
 cat >>"$work/restored/postgresql.conf" <<CONF
 port = $restored_port
 archive_mode = off
-restore_command = '$pgproof wal-fetch %f %p'
-recovery_target_time = '$before'
-recovery_target_action = 'promote'
 CONF
-as_pg touch "$work/restored/recovery.signal"
-chmod 700 "$work/restored"
 as_pg "$PG_BIN/pg_ctl" -D "$work/restored" -l "$work/restored.log" -w start >/dev/null
 until [ "$(sql "$restored_port" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
 grep -E 'pgproof wal-fetch|recovery stopping|archive recovery complete' "$work/restored.log" | sed 's/^/  /'
