@@ -468,3 +468,136 @@ fn other_major(not: u32) -> u32 {
         .find(|m| *m != not)
         .unwrap_or(not)
 }
+
+#[test]
+fn tablespaces_are_stored_separately_and_restored_where_asked() {
+    let scratch = Scratch::new("tablespace");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init(&scratch, "source", 15);
+    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+    cluster.start();
+    let location = scratch.dir("ts-original");
+    cluster.execute(&format!(
+        "CREATE TABLESPACE extra LOCATION '{}'",
+        location.display()
+    ));
+    cluster.execute("CREATE TABLE far (id int) TABLESPACE extra; INSERT INTO far SELECT generate_series(1, 777);");
+    let oid = cluster.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'extra'");
+    let env = vec![("PGUSER".to_string(), "postgres".to_string())];
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "main",
+            "backup-push",
+            cluster.pgdata.to_str().unwrap(),
+            "--fast",
+        ],
+        &env,
+        None,
+    );
+    assert_exit(&out, 0);
+
+    // The original location is in use: restoring there is refused.
+    let dest = scratch.path.join("restored");
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "main",
+            "restore",
+            dest.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 11);
+    assert!(
+        stderr(&out).contains(&format!("--tablespace {oid}=")),
+        "{}",
+        stderr(&out)
+    );
+
+    let new_place = scratch.path.join("ts-restored");
+    let mapping = format!("{oid}={}", new_place.display());
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "main",
+            "restore",
+            dest.to_str().unwrap(),
+            "--tablespace",
+            &mapping,
+            "--target-immediate",
+            "--target-action",
+            "promote",
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_link(dest.join("pg_tblspc").join(&oid)).unwrap(),
+        new_place
+    );
+    let restored = Cluster {
+        major: 15,
+        pgdata: dest,
+        port: free_port(),
+        socket_dir: scratch.dir("restored-sock"),
+        bin: cluster.bin.clone(),
+        log: scratch.path.join("restored.log"),
+        env: Vec::new(),
+    };
+    restored.configure(&format!(
+        "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
+        restored.port,
+        restored.socket_dir.display()
+    ));
+    restored.start();
+    wait_until("promotion", || {
+        restored
+            .try_query_one("SELECT pg_is_in_recovery()::text")
+            .as_deref()
+            == Some("false")
+    });
+    assert_eq!(restored.query_one("SELECT count(*)::text FROM far"), "777");
+    assert_eq!(
+        restored.query_one(
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'"
+        ),
+        new_place.display().to_string()
+    );
+}
+
+#[test]
+fn a_backup_of_another_system_is_refused() {
+    let s = story("foreign-backup", 15, Backend::File);
+    let stranger = Cluster::init(&s.scratch, "stranger", 15);
+    stranger.start();
+    let before = s.repo.snapshot();
+    let env = vec![("PGUSER".to_string(), "postgres".to_string())];
+    let out = pgproof(
+        &[
+            "--repo",
+            &s.repo.url,
+            "--cluster",
+            "main",
+            "backup-push",
+            stranger.pgdata.to_str().unwrap(),
+        ],
+        &env,
+        None,
+    );
+    assert_exit(&out, 4);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&stranger.system_identifier()) && err.contains(&s.cluster.system_identifier()),
+        "{err}"
+    );
+    assert_eq!(s.repo.snapshot(), before);
+}

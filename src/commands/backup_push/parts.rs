@@ -187,3 +187,82 @@ pub fn write_part<W: Write>(
     };
     Ok((result, counting.inner))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(dir: &std::path::Path, name: &str, size: u64) -> SourceFile {
+        SourceFile {
+            path: name.to_string(),
+            tablespace: None,
+            full: dir.join(name),
+            size,
+            mode: 0o600,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn files_that_vanish_or_change_size_while_read_are_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("steady"), vec![1u8; 10_000]).unwrap();
+        std::fs::write(dir.path().join("grows"), vec![2u8; 5_000]).unwrap();
+        let files = vec![
+            source(dir.path(), "steady", 10_000),
+            source(dir.path(), "gone", 7),
+            source(dir.path(), "grows", 5_000),
+        ];
+        // Removed between listing and reading.
+        let plan = PartPlan {
+            name: "part-00001.tar".into(),
+            tablespace: None,
+            files: vec![0, 1, 2],
+        };
+        let mut out = Vec::new();
+        let (result, _) = write_part(&files, &plan, Compression::Lz4, &mut out, &|_| {}).unwrap();
+        assert_eq!(result.vanished, vec!["gone".to_string()]);
+        assert_eq!(result.files.len(), 2);
+        assert_eq!(result.files[0].checksum, Checksum::of(&[1u8; 10_000]));
+
+        let mut tar = tar::Archive::new(Compression::Lz4.decoder(&out[..]).unwrap());
+        let names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["steady", "grows"]);
+    }
+
+    #[test]
+    fn a_file_shrinking_during_the_read_is_padded_to_its_size() {
+        let data = vec![9u8; 100];
+        let mut exact = Exact {
+            inner: &data[..40],
+            remaining: 100,
+            inner_done: false,
+            hasher: Hasher::new(),
+        };
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 100);
+        assert!(out[40..].iter().all(|&b| b == 0));
+        assert_eq!(exact.hasher.finish(), Checksum::of(&out));
+    }
+
+    #[test]
+    fn parts_split_by_size_and_tablespace() {
+        let dir = std::path::Path::new("/x");
+        let mut files: Vec<SourceFile> = (0..5)
+            .map(|i| source(dir, &format!("f{i}"), PART_TARGET / 2))
+            .collect();
+        files[4].tablespace = Some(16400);
+        let plans = plan(&files);
+        assert_eq!(
+            plans.iter().map(|p| p.files.len()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        assert_eq!(plans[2].tablespace, Some(16400));
+        assert!(plans[2].name.contains("tablespace-16400"));
+    }
+}
