@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_file_shrinking_during_the_read_is_padded_to_its_size() {
-        let data = vec![9u8; 100];
+        let data = [9u8; 100];
         let mut exact = Exact {
             inner: &data[..40],
             remaining: 100,

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# pgproof backup-push/restore against pgBackRest backup/restore, on the same
+# clusters, in one run: a pgbench scale-100 database (about 1.5 GB) and one of
+# about 1 GB of incompressible rows. Both tools: zstd level 1, two processes
+# (pgBackRest process-max=2, pgproof --jobs 2), a filesystem repository on the
+# same disk, warm cache. Prints time, stored size and peak memory, and ratios.
+#
+#   bash bench/backup.sh
+#   SCALE=20 RANDOM_MB=200 bash bench/backup.sh    # a quicker run
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/lib.sh"
+SCALE=${SCALE:-100}
+RANDOM_MB=${RANDOM_MB:-1000}
+base=${BENCH_DIR:-/tmp/pgproof-bench}/backup
+
+bash "$root/scripts/install-test-deps.sh" >/dev/null
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+for d in "$base"/*/pgdata; do [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
+rm -rf "$base"
+mkdir -p "$base"
+chmod 755 "$base"
+install -m 755 "$root/target/release/pgproof" "$base/pgproof"
+
+timed() { # timed NAME CMD...: runs CMD as the postgres user, records ms and peak KiB
+  local name=$1; shift
+  local t0; t0=$(now_ms)
+  /usr/bin/time -o "$work/$name.rss" -f %M runuser -u postgres -- "$@" >"$work/$name.out" 2>&1 || { cat "$work/$name.out" >&2; exit 1; }
+  echo $(( $(now_ms) - t0 )) >"$work/$name.ms"
+}
+
+run_dataset() { # run_dataset NAME SQL...
+  local name=$1; shift
+  work=$base/$name
+  mkdir -p "$work"
+  new_cluster "$work"
+  mkdir -p "$work/pgbackrest/repo" "$work/pgbackrest/log" "$work/pgbackrest/lock" "$work/pgproof-repo"
+  cat >"$work/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbackrest/repo
+log-path=$work/pgbackrest/log
+lock-path=$work/pgbackrest/lock
+compress-type=zst
+compress-level=1
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=$PGDATA_DIR
+pg1-socket-path=$PG_SOCK
+pg1-port=$PG_PORT
+CONF
+  cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+archive_mode = on
+archive_command = 'pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p && $base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:1 -q wal-push %p'
+CONF
+  chown -R postgres:postgres "$work"
+  pg_start
+  echo "$name: loading data" >&2
+  "$@"
+  psql_c "CHECKPOINT" >/dev/null
+  as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+  local db_size; db_size=$(psql_c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+  cat "$PGDATA_DIR"/base/*/* >/dev/null 2>&1 || true
+
+  echo "$name: backups" >&2
+  timed pgbr-backup pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --type=full backup
+  timed pgproof-backup env PGUSER=postgres "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench --compression zstd:1 backup-push "$PGDATA_DIR" --fast --jobs 2
+  pg_stop
+  echo "$name: restores" >&2
+  mkdir -p "$work/r-pgbr" "$work/r-pgproof"; chown postgres:postgres "$work/r-pgbr" "$work/r-pgproof"; chmod 700 "$work/r-pgbr" "$work/r-pgproof"
+  timed pgbr-restore pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --pg1-path="$work/r-pgbr" restore
+  rmdir "$work/r-pgproof"
+  timed pgproof-restore "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench restore "$work/r-pgproof" --jobs 2
+
+  local pgbr_size pgproof_size
+  pgbr_size=$(du -sb "$work/pgbackrest/repo/backup" | cut -f1)
+  pgproof_size=$(du -sb "$work/pgproof-repo/bench/backups" | cut -f1)
+  ms() { cat "$work/$1.ms"; }
+  rss() { cat "$work/$1.rss"; }
+  cat <<REPORT
+
+$name: database $((db_size >> 20)) MiB
+                     pgBackRest      pgproof    ratio (pgBackRest/pgproof)
+backup ms          $(printf '%10s' "$(ms pgbr-backup)")   $(printf '%10s' "$(ms pgproof-backup)")    $(ratio "$(ms pgbr-backup)" "$(ms pgproof-backup)")x
+restore ms         $(printf '%10s' "$(ms pgbr-restore)")   $(printf '%10s' "$(ms pgproof-restore)")    $(ratio "$(ms pgbr-restore)" "$(ms pgproof-restore)")x
+stored MiB         $(printf '%10s' "$((pgbr_size >> 20))")   $(printf '%10s' "$((pgproof_size >> 20))")    $(ratio "$pgbr_size" "$pgproof_size")
+backup peak KiB    $(printf '%10s' "$(rss pgbr-backup)")   $(printf '%10s' "$(rss pgproof-backup)")
+restore peak KiB   $(printf '%10s' "$(rss pgbr-restore)")   $(printf '%10s' "$(rss pgproof-restore)")
+REPORT
+}
+
+pgbench_data() { as_pg "$PG_BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1; }
+random_data() {
+  psql_c "CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  psql_c "CREATE TABLE noise AS SELECT gen_random_bytes(1000) AS b FROM generate_series(1, $RANDOM_MB * 1000)" >/dev/null
+}
+
+run_dataset pgbench pgbench_data
+run_dataset random random_data
