@@ -601,3 +601,65 @@ fn a_backup_of_another_system_is_refused() {
     );
     assert_eq!(s.repo.snapshot(), before);
 }
+
+#[test]
+fn pages_failing_their_data_checksum_are_reported_and_recorded() {
+    let scratch = Scratch::new("bad-page");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init_with(&scratch, "source", 15, &["--data-checksums"]);
+    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+    cluster.start();
+    cluster.execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
+    );
+    cluster.execute("VACUUM FREEZE t");
+    cluster.execute("CHECKPOINT");
+    cluster.query_one("SELECT count(*)::text FROM t");
+    cluster.execute("CHECKPOINT");
+    let relpath = cluster.query_one("SELECT pg_relation_filepath('t')");
+    let file = cluster.pgdata.join(&relpath);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8192 * 2 + 4000] ^= 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let env = vec![("PGUSER".to_string(), "postgres".to_string())];
+    let out = pgproof(
+        &[
+            "--repo",
+            &repo.url,
+            "--cluster",
+            "main",
+            "backup-push",
+            cluster.pgdata.to_str().unwrap(),
+            "--fast",
+        ],
+        &env,
+        None,
+    );
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("page 2 of {relpath} fails its data checksum")),
+        "{err}"
+    );
+    let manifest = find_manifest(repo.dir.as_ref().unwrap());
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(doc["bad_pages"][0]["path"], relpath.as_str());
+    assert_eq!(doc["bad_pages"][0]["block"], 2);
+    assert_eq!(doc["data_checksums"], true);
+}
+
+fn find_manifest(repo: &Path) -> PathBuf {
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap() == "manifest.json" {
+                return p;
+            }
+        }
+    }
+    panic!("no manifest in {}", repo.display());
+}

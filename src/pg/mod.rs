@@ -7,6 +7,7 @@ pub mod control;
 pub mod datadir;
 pub mod history;
 pub mod lsn;
+pub mod page;
 pub mod pidfile;
 pub mod server;
 pub mod version;

@@ -259,15 +259,20 @@ impl Storage {
         }
     }
 
-    /// A streaming download.
-    pub async fn reader(
-        &self,
-        key: &str,
-    ) -> Result<impl tokio::io::AsyncRead + Unpin + Send + 'static> {
+    /// A streaming download. A filesystem repository's file is read
+    /// directly, in large reads (object_store's stream of a local file comes
+    /// in 8 KiB pieces).
+    pub async fn reader(&self, key: &str) -> Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>> {
         let path = self.path(key);
         let result = self.bounded("reading", key, self.store.get(&path)).await?;
-        let stream = result.into_stream().map_err(std::io::Error::other);
-        Ok(tokio_util::io::StreamReader::new(stream))
+        match result.payload {
+            object_store::GetResultPayload::File(file, _) => Ok(Box::new(
+                tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file)),
+            )),
+            object_store::GetResultPayload::Stream(stream) => Ok(Box::new(
+                tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other)),
+            )),
+        }
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

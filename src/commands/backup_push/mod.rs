@@ -70,10 +70,27 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         if opts.fast { " (fast checkpoint)" } else { "" }
     );
 
-    let result = copy_files(settings, &repo, &binding.id, &name, &local, opts).await;
+    let verification = local
+        .control
+        .data_checksums()
+        .then_some(parts::PageVerification {
+            block_size: local.control.block_size,
+            backup_start: start_lsn,
+        });
+    let result = copy_files(
+        settings,
+        &repo,
+        &binding.id,
+        &name,
+        &local,
+        opts,
+        verification,
+    )
+    .await;
     // Always end backup mode, even when copying failed.
     let stop = backup_api::stop(&server.connection, major).await;
     let (copied, stop) = (result?, stop?);
+    let copied: Copied = copied;
     let stopped_at = chrono::Utc::now();
     let label_info = BackupLabel::parse(&stop.backup_label)?;
     let seg_size = u64::from(local.control.wal_segment_size);
@@ -134,12 +151,18 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         parts: copied.parts,
         directories: copied.directories,
         files: copied.files,
-        bad_pages: Vec::new(),
+        bad_pages: copied.bad_pages,
     };
     let key = layout::backup_manifest(repo.cluster(), &binding.id, &name);
     repo.storage()
         .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))
         .await?;
+    if !manifest.bad_pages.is_empty() {
+        tracing::warn!(
+            "{} page(s) failed their data checksum; see the warnings above and `pgproof backup-list --json`",
+            manifest.bad_pages.len()
+        );
+    }
     tracing::info!(
         "backup {name} of {} complete: {} files, {} -> {} ({}) in {}",
         settings.cluster.value,
@@ -153,6 +176,7 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
 }
 
 struct Copied {
+    bad_pages: Vec<crate::repo::manifest::BadPage>,
     parts: Vec<Part>,
     files: Vec<crate::repo::manifest::FileEntry>,
     directories: Vec<crate::repo::manifest::Directory>,
@@ -168,6 +192,7 @@ async fn copy_files(
     name: &str,
     local: &LocalCluster,
     opts: &BackupPushOptions,
+    verification: Option<parts::PageVerification>,
 ) -> Result<Copied> {
     let pgdata = local.pgdata.clone();
     let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
@@ -198,8 +223,14 @@ async fn copy_files(
                     done.fetch_add(n, Ordering::Relaxed);
                 };
                 let bridge = SyncIoBridge::new(writer);
-                let (result, mut bridge) =
-                    parts::write_part(&files, &plan, compression, bridge, &on_progress)?;
+                let (result, mut bridge) = parts::write_part(
+                    &files,
+                    &plan,
+                    compression,
+                    verification,
+                    bridge,
+                    &on_progress,
+                )?;
                 bridge.shutdown().map_err(|e| {
                     Error::new(
                         ErrorKind::Storage,
@@ -227,10 +258,22 @@ async fn copy_files(
     by_plan.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let mut manifest_parts = Vec::new();
     let mut manifest_files = Vec::new();
+    let mut bad_pages = Vec::new();
     let (mut size, mut stored_size) = (0, 0);
     for (i, (plan, result)) in by_plan.into_iter().enumerate() {
         for v in &result.vanished {
             tracing::info!("{v} vanished during the backup (WAL replay accounts for it)");
+        }
+        for bad in &result.bad_pages {
+            let path = &files[bad.index].path;
+            tracing::warn!(
+                "page {} of {path} fails its data checksum (read twice); the backup records it",
+                bad.block
+            );
+            bad_pages.push(crate::repo::manifest::BadPage {
+                path: path.clone(),
+                block: bad.block,
+            });
         }
         for f in &result.files {
             let src = &files[f.index];
@@ -255,6 +298,7 @@ async fn copy_files(
         });
     }
     Ok(Copied {
+        bad_pages,
         parts: manifest_parts,
         files: manifest_files,
         directories: walked.directories,

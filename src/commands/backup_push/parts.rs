@@ -6,7 +6,39 @@
 use super::walk::SourceFile;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg::datadir;
+use crate::pg::lsn::Lsn;
+use crate::pg::page;
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+/// The segment number of a relation data file whose pages carry checksums.
+fn relation_segment(f: &SourceFile) -> Option<u32> {
+    let name = f.path.rsplit('/').next()?;
+    let relation = datadir::parse_relation_file(name)?;
+    let eligible = match f.tablespace {
+        None => datadir::is_checksummed_relation(&f.path),
+        // PG_<major>_<catversion>/<database>/<file>
+        Some(_) => f.path.split('/').count() == 3,
+    };
+    eligible.then_some(relation.segment)
+}
+
+fn still_bad(file: &std::fs::File, block: u64, first_block: u64, v: PageVerification) -> bool {
+    let size = v.block_size as usize;
+    let mut page_buf = vec![0u8; size];
+    if file
+        .read_exact_at(&mut page_buf, block * size as u64)
+        .is_err()
+    {
+        // Truncated since: WAL replay accounts for it.
+        return false;
+    }
+    matches!(
+        page::check(&page_buf, (first_block + block) as u32, v.backup_start),
+        page::PageCheck::Invalid { .. }
+    )
+}
 
 /// Uncompressed bytes per part: small enough for parallel parts, large
 /// enough that per-object overhead does not matter.
@@ -55,9 +87,18 @@ pub struct StoredFile {
     pub checksum: Checksum,
 }
 
+/// A page that failed its data checksum, twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPage {
+    pub index: usize,
+    /// Block within the file.
+    pub block: u64,
+}
+
 #[derive(Debug)]
 pub struct PartResult {
     pub files: Vec<StoredFile>,
+    pub bad_pages: Vec<BadPage>,
     pub vanished: Vec<String>,
     pub size: u64,
     pub stored_size: u64,
@@ -84,12 +125,57 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Yields exactly `remaining` bytes of a file, zeros past its end, hashing them.
+/// Yields exactly `remaining` bytes of a file, zeros past its end, hashing
+/// them and, for relation files of a cluster with data checksums, checking
+/// every page.
 struct Exact<R: Read> {
     inner: R,
     remaining: u64,
     inner_done: bool,
     hasher: Hasher,
+    pages: Option<PageChecker>,
+}
+
+/// Data checksum verification while a relation file streams past.
+pub struct PageChecker {
+    block_size: usize,
+    backup_start: Lsn,
+    /// Block number of the file's first page (segment number × blocks per segment).
+    first_block: u64,
+    pending: Vec<u8>,
+    next: u64,
+    bad: Vec<u64>,
+}
+
+impl PageChecker {
+    fn new(block_size: u32, backup_start: Lsn, segment: u32) -> PageChecker {
+        PageChecker {
+            block_size: block_size as usize,
+            backup_start,
+            first_block: u64::from(segment) * page::RELSEG_BLOCKS,
+            pending: Vec::new(),
+            next: 0,
+            bad: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+        let mut at = 0;
+        while self.pending.len() - at >= self.block_size {
+            let block = (self.first_block + self.next) as u32;
+            if let page::PageCheck::Invalid { .. } = page::check(
+                &self.pending[at..at + self.block_size],
+                block,
+                self.backup_start,
+            ) {
+                self.bad.push(self.next);
+            }
+            self.next += 1;
+            at += self.block_size;
+        }
+        self.pending.drain(..at);
+    }
 }
 
 impl<R: Read> Read for Exact<R> {
@@ -112,6 +198,9 @@ impl<R: Read> Read for Exact<R> {
             n = want;
         }
         self.hasher.update(&buf[..n]);
+        if let Some(pages) = &mut self.pages {
+            pages.feed(&buf[..n]);
+        }
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -119,10 +208,19 @@ impl<R: Read> Read for Exact<R> {
 
 /// Writes one part to `out` (a streaming upload); `out` is returned so the
 /// caller can complete the upload.
+/// Page verification settings: the cluster's block size and the backup's
+/// start LSN (pages written after it are replayed from WAL, not checked).
+#[derive(Debug, Clone, Copy)]
+pub struct PageVerification {
+    pub block_size: u32,
+    pub backup_start: Lsn,
+}
+
 pub fn write_part<W: Write>(
     files: &[SourceFile],
     plan: &PartPlan,
     compression: Compression,
+    verification: Option<PageVerification>,
     out: W,
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(PartResult, W)> {
@@ -138,6 +236,7 @@ pub fn write_part<W: Write>(
     tar.mode(tar::HeaderMode::Complete);
     let mut stored = Vec::new();
     let mut vanished = Vec::new();
+    let mut bad_pages = Vec::new();
     let mut size = 0u64;
     for &index in &plan.files {
         let f = &files[index];
@@ -158,14 +257,27 @@ pub fn write_part<W: Write>(
         header.set_mode(f.mode);
         header.set_mtime(f.mtime.max(0) as u64);
         header.set_entry_type(tar::EntryType::Regular);
+        let pages = verification.and_then(|v| {
+            let segment = relation_segment(f)?;
+            Some(PageChecker::new(v.block_size, v.backup_start, segment))
+        });
         let mut reader = Exact {
-            inner: file,
+            inner: &file,
             remaining: len,
             inner_done: false,
             hasher: Hasher::new(),
+            pages,
         };
         tar.append_data(&mut header, &f.path, &mut reader)
             .map_err(io(format!("archiving {}", f.full.display())))?;
+        if let (Some(pages), Some(v)) = (reader.pages.take(), verification) {
+            // A page being written while it was read looks torn: read it again.
+            for block in pages.bad {
+                if still_bad(&file, block, pages.first_block, v) {
+                    bad_pages.push(BadPage { index, block });
+                }
+            }
+        }
         on_progress(len);
         size += len;
         stored.push(StoredFile {
@@ -180,6 +292,7 @@ pub fn write_part<W: Write>(
     let counting = encoder.finish()?;
     let result = PartResult {
         files: stored,
+        bad_pages,
         vanished,
         size,
         stored_size: counting.count,
@@ -220,7 +333,8 @@ mod tests {
             files: vec![0, 1, 2],
         };
         let mut out = Vec::new();
-        let (result, _) = write_part(&files, &plan, Compression::Lz4, &mut out, &|_| {}).unwrap();
+        let (result, _) =
+            write_part(&files, &plan, Compression::Lz4, None, &mut out, &|_| {}).unwrap();
         assert_eq!(result.vanished, vec!["gone".to_string()]);
         assert_eq!(result.files.len(), 2);
         assert_eq!(result.files[0].checksum, Checksum::of(&[1u8; 10_000]));
@@ -242,6 +356,7 @@ mod tests {
             remaining: 100,
             inner_done: false,
             hasher: Hasher::new(),
+            pages: None,
         };
         let mut out = Vec::new();
         exact.read_to_end(&mut out).unwrap();
