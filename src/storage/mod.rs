@@ -259,19 +259,22 @@ impl Storage {
         }
     }
 
-    /// A streaming download. A filesystem repository's file is read
-    /// directly, in large reads (object_store's stream of a local file comes
-    /// in 8 KiB pieces).
-    pub async fn reader(&self, key: &str) -> Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>> {
+    /// A streaming download to be read on a blocking thread. A filesystem
+    /// repository's file is read directly in large reads (object_store's
+    /// stream of a local file comes in 8 KiB pieces); a remote object is
+    /// bridged from its HTTP stream.
+    pub async fn blocking_reader(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
         let path = self.path(key);
         let result = self.bounded("reading", key, self.store.get(&path)).await?;
         match result.payload {
-            object_store::GetResultPayload::File(file, _) => Ok(Box::new(
-                tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file)),
-            )),
-            object_store::GetResultPayload::Stream(stream) => Ok(Box::new(
-                tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other)),
-            )),
+            object_store::GetResultPayload::File(file, _) => {
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
+            }
+            object_store::GetResultPayload::Stream(stream) => {
+                let reader =
+                    tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
+                Ok(Box::new(tokio_util::io::SyncIoBridge::new(reader)))
+            }
         }
     }
 

@@ -199,7 +199,7 @@ async fn copy_files(
         .await
         .map_err(|e| Error::new(ErrorKind::LocalIo, "listing task failed").with_source(e))??;
     let total: u64 = walked.files.iter().map(|f| f.size).sum();
-    let plans = parts::plan(&walked.files);
+    let plans = parts::plan(&walked.files, settings.compression.value.extension());
     tracing::info!(
         "copying {} files ({}) in {} parts, {} at a time",
         walked.files.len(),

@@ -52,8 +52,9 @@ pub struct PartPlan {
     pub files: Vec<usize>,
 }
 
-/// Groups files into parts in path order, one tablespace per part.
-pub fn plan(files: &[SourceFile]) -> Vec<PartPlan> {
+/// Groups files into parts in path order, one tablespace per part; part
+/// names end in the compression's extension (`part-00001.tar.zst`).
+pub fn plan(files: &[SourceFile], extension: &str) -> Vec<PartPlan> {
     let mut parts: Vec<PartPlan> = Vec::new();
     let mut current_size = 0u64;
     for (i, f) in files.iter().enumerate() {
@@ -64,8 +65,8 @@ pub fn plan(files: &[SourceFile]) -> Vec<PartPlan> {
         if start_new {
             let n = parts.len() + 1;
             let name = match f.tablespace {
-                None => format!("part-{n:05}.tar"),
-                Some(oid) => format!("part-{n:05}-tablespace-{oid}.tar"),
+                None => format!("part-{n:05}.tar.{extension}"),
+                Some(oid) => format!("part-{n:05}-tablespace-{oid}.tar.{extension}"),
             };
             parts.push(PartPlan {
                 name,
@@ -372,12 +373,12 @@ mod tests {
             .map(|i| source(dir, &format!("f{i}"), PART_TARGET / 2))
             .collect();
         files[4].tablespace = Some(16400);
-        let plans = plan(&files);
+        let plans = plan(&files, "zst");
         assert_eq!(
             plans.iter().map(|p| p.files.len()).collect::<Vec<_>>(),
             vec![2, 2, 1]
         );
         assert_eq!(plans[2].tablespace, Some(16400));
-        assert!(plans[2].name.contains("tablespace-16400"));
+        assert_eq!(plans[2].name, "part-00003-tablespace-16400.tar.zst");
     }
 }

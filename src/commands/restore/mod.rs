@@ -211,11 +211,10 @@ async fn download_parts(
         let expected = expected.clone();
         let stored_checksum = part.stored_checksum;
         async move {
-            let reader = repo.storage().reader(&key).await?;
+            let reader = repo.storage().blocking_reader(&key).await?;
             tokio::task::spawn_blocking(move || {
-                let bridge = tokio_util::io::SyncIoBridge::new(reader);
                 extract_part(
-                    bridge,
+                    reader,
                     compression,
                     &root,
                     index,
@@ -298,7 +297,7 @@ fn extract_part(
         }
         let mut out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
             let n = entry
