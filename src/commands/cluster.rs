@@ -102,7 +102,7 @@ pub async fn bind_or_refuse(
             ),
         )
         .with_hint(
-            "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, run `pgproof rebind --confirm` (earlier backups stay readable)",
+            "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, archive it under a new cluster name for now (the earlier prefix stays readable)",
         )),
     }
 }
