@@ -24,6 +24,9 @@ install -m 755 "$root/target/release/pgproof" "$base/pgproof"
 
 timed() { # timed NAME CMD...: runs CMD as the postgres user, records ms and peak KiB
   local name=$1; shift
+  # Each step starts with no dirty data of the previous one still being
+  # written back, so neither tool pays for the other's writes.
+  sync
   local t0; t0=$(now_ms)
   /usr/bin/time -o "$work/$name.rss" -f %M runuser -u postgres -- "$@" >"$work/$name.out" 2>&1 || { cat "$work/$name.out" >&2; exit 1; }
   echo $(( $(now_ms) - t0 )) >"$work/$name.ms"
