@@ -285,7 +285,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     map.push((oid, dir));
                 }
                 let opts = restore::RestoreOptions {
-                    dest: absolute(dest)?,
+                    dest: crate::commands::absolute(dest)?,
                     backup: backup.clone(),
                     target,
                     target_action: target_action.clone(),
@@ -370,18 +370,4 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
         push_ahead: cli.push_ahead,
         prefetch: cli.prefetch,
     }
-}
-
-fn absolute(path: &std::path::Path) -> Result<PathBuf, Error> {
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    let cwd = std::env::current_dir().map_err(|e| {
-        Error::io(
-            "reading the working directory",
-            std::path::Path::new("."),
-            e,
-        )
-    })?;
-    Ok(cwd.join(path))
 }

@@ -349,20 +349,7 @@ fn the_non_default_port_cluster_is_the_one_backed_up() {
             .trim(),
         other.to_string()
     );
-    let restored = Cluster {
-        major: other,
-        pgdata: dest,
-        port: free_port(),
-        socket_dir: scratch.dir("restored-sock"),
-        bin: second.bin.clone(),
-        log: scratch.path.join("restored.log"),
-        env: Vec::new(),
-    };
-    restored.configure(&format!(
-        "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
-        restored.port,
-        restored.socket_dir.display()
-    ));
+    let restored = Cluster::restored(&scratch, "restored", other, dest);
     restored.start();
     wait_until("the restored server answers", || {
         restored.try_query_one("SELECT 1").is_some()
@@ -544,20 +531,7 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
         std::fs::read_link(dest.join("pg_tblspc").join(&oid)).unwrap(),
         new_place
     );
-    let restored = Cluster {
-        major: 15,
-        pgdata: dest,
-        port: free_port(),
-        socket_dir: scratch.dir("restored-sock"),
-        bin: cluster.bin.clone(),
-        log: scratch.path.join("restored.log"),
-        env: Vec::new(),
-    };
-    restored.configure(&format!(
-        "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
-        restored.port,
-        restored.socket_dir.display()
-    ));
+    let restored = Cluster::restored(&scratch, "restored", 15, dest);
     restored.start();
     wait_until("promotion", || {
         restored

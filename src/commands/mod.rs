@@ -9,3 +9,19 @@ pub mod wal_fetch;
 pub mod wal_push;
 
 pub use cluster::open_repository;
+
+/// A path as given, made absolute against the working directory (which is
+/// PGDATA when PostgreSQL runs pgproof).
+pub fn absolute(path: &std::path::Path) -> crate::error::Result<std::path::PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        crate::error::Error::io(
+            "reading the working directory",
+            std::path::Path::new("."),
+            e,
+        )
+    })?;
+    Ok(cwd.join(path))
+}

@@ -206,15 +206,15 @@ impl Storage {
         let listing = self
             .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
             .await?;
-        Ok(listing
-            .objects
-            .into_iter()
-            .map(|m| ObjectInfo {
-                key: self.relative(&m.location),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .collect())
+        Ok(listing.objects.into_iter().map(|m| self.info(m)).collect())
+    }
+
+    fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            key: self.relative(&meta.location),
+            size: meta.size,
+            last_modified: meta.last_modified,
+        }
     }
 
     /// Every object under `prefix`, recursively.
@@ -224,14 +224,7 @@ impl Storage {
         let metas: Vec<_> = self
             .bounded("listing", prefix, stream.try_collect::<Vec<_>>())
             .await?;
-        Ok(metas
-            .into_iter()
-            .map(|m| ObjectInfo {
-                key: self.relative(&m.location),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .collect())
+        Ok(metas.into_iter().map(|m| self.info(m)).collect())
     }
 
     /// A streaming upload (multipart once past the buffer): memory stays at

@@ -256,6 +256,26 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster on a data directory pgproof restored: its own port and
+    /// socket directory, archiving off. Not started.
+    pub fn restored(scratch: &Scratch, name: &str, major: u32, pgdata: PathBuf) -> Cluster {
+        let cluster = Cluster {
+            major,
+            pgdata,
+            port: free_port(),
+            socket_dir: scratch.dir(&format!("{name}-sock")),
+            bin: pg_bin(major),
+            log: scratch.path.join(format!("{name}.log")),
+            env: Vec::new(),
+        };
+        cluster.configure(&format!(
+            "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
+            cluster.port,
+            cluster.socket_dir.display()
+        ));
+        cluster
+    }
+
     pub fn configure(&self, lines: &str) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()

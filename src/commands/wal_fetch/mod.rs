@@ -65,7 +65,7 @@ pub async fn run(settings: &Settings, opts: &WalFetchOptions) -> Result<Fetched>
     let control = pgdata.as_deref().and_then(|p| ControlFile::read(p).ok());
     let repo = open_repository(settings)?;
     let binding = choose_binding(&repo, control.as_ref()).await?;
-    let dest = absolute(&opts.dest)?;
+    let dest = super::absolute(&opts.dest)?;
     let spool = pgdata
         .as_deref()
         .filter(|_| settings.prefetch > 0)
@@ -155,15 +155,6 @@ fn check_segment_identity(name: WalFileName, content: &[u8], binding: &Binding) 
         )));
     }
     Ok(())
-}
-
-fn absolute(path: &Path) -> Result<PathBuf> {
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::io("reading the working directory", Path::new("."), e))?;
-    Ok(cwd.join(path))
 }
 
 /// Writes `dest` so that it appears whole or not at all: a temporary name in

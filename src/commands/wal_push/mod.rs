@@ -34,7 +34,7 @@ const PUSH_AHEAD_MEMORY: u64 = 256 << 20;
 pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let started = Instant::now();
     let local = LocalCluster::open(settings).map_err(|e| e.context("wal-push"))?;
-    let path = absolute(&opts.path)?;
+    let path = super::absolute(&opts.path)?;
     let name = wal_name_of(&path)?;
     let repo = open_repository(settings)?;
     let compression = settings.compression.value;
@@ -182,15 +182,6 @@ impl Listings {
 
 fn dir_key(name: WalFileName) -> String {
     name.segment().map(Segment::directory).unwrap_or_default()
-}
-
-fn absolute(path: &Path) -> Result<PathBuf> {
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::io("reading the working directory", Path::new("."), e))?;
-    Ok(cwd.join(path))
 }
 
 fn wal_name_of(path: &Path) -> Result<WalFileName> {
