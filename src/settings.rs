@@ -326,7 +326,8 @@ fn fallback_pgdata(fallback: PgdataFallback) -> Option<Sourced<PathBuf>> {
     }
 }
 
-fn canonical(path: &Path) -> PathBuf {
+/// The path with symbolic links resolved, or as given when it does not exist.
+pub fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 

@@ -45,11 +45,6 @@ impl Compression {
         }
     }
 
-    /// The codec a manifest names (`zstd:3`, `lz4`, `none`), for reading.
-    pub fn from_str_stored(text: &str) -> Result<Compression> {
-        text.parse()
-    }
-
     /// Compresses a whole buffer (WAL segments are bounded by the segment size).
     pub fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(data.len() / 4 + 1024);

@@ -7,7 +7,7 @@ use crate::pg::pidfile::PostmasterPid;
 use crate::pg::server::{Connection, Endpoint, ServerIdentity};
 use crate::repo::identity::Binding;
 use crate::repo::{Bound, Repository};
-use crate::settings::{Origin, Settings};
+use crate::settings::{self, Origin, Settings};
 use crate::storage::Storage;
 use std::path::PathBuf;
 
@@ -158,7 +158,8 @@ impl LocalCluster {
         )
         .await?;
         let identity = connection.identity().await?;
-        let same_dir = canonical(&identity.data_directory) == canonical(&self.pgdata);
+        let same_dir =
+            settings::canonical(&identity.data_directory) == settings::canonical(&self.pgdata);
         if identity.system_identifier != self.control.system_identifier
             || identity.major() != self.control.major.number()
             || !same_dir
@@ -196,8 +197,4 @@ fn not_running(pgdata: &std::path::Path) -> Error {
         ),
     )
     .with_hint("start it, or give its socket directory and port with --pghost and --pgport")
-}
-
-fn canonical(path: &std::path::Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

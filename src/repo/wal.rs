@@ -12,6 +12,39 @@ use bytes::Bytes;
 use std::io::Read;
 use std::sync::{Condvar, Mutex};
 
+/// Directory listings of one binding's WAL archive, each directory read at
+/// most once: a batch of files mostly shares a directory.
+pub struct WalListings<'a> {
+    repo: &'a Repository,
+    binding: &'a str,
+    dirs: std::collections::BTreeMap<String, Vec<StoredWal>>,
+}
+
+impl<'a> WalListings<'a> {
+    pub fn new(repo: &'a Repository, binding: &'a str) -> WalListings<'a> {
+        WalListings {
+            repo,
+            binding,
+            dirs: Default::default(),
+        }
+    }
+
+    /// Everything stored in the directory `name` belongs to.
+    pub async fn dir_of(&mut self, name: WalFileName) -> Result<&[StoredWal]> {
+        let dir = name.segment().map(|s| s.directory()).unwrap_or_default();
+        if !self.dirs.contains_key(&dir) {
+            let listing = self.repo.list_wal_dir(self.binding, name).await?;
+            self.dirs.insert(dir.clone(), listing);
+        }
+        Ok(&self.dirs[&dir])
+    }
+
+    /// The stored copy of `name`, if listed.
+    pub async fn find(&mut self, name: WalFileName) -> Result<Option<&StoredWal>> {
+        Ok(self.dir_of(name).await?.iter().find(|s| s.name == name))
+    }
+}
+
 /// A WAL file as stored in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredWal {

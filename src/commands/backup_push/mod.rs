@@ -15,6 +15,7 @@ use crate::pg::backup_label::BackupLabel;
 use crate::pg::lsn::Lsn;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::repo::manifest::{Manifest, Part};
+use crate::repo::wal::WalListings;
 use crate::repo::{Repository, document, layout};
 use crate::report;
 use crate::settings::Settings;
@@ -90,7 +91,6 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
     // Always end backup mode, even when copying failed.
     let stop = backup_api::stop(&server.connection, major).await;
     let (copied, stop) = (result?, stop?);
-    let copied: Copied = copied;
     let stopped_at = chrono::Utc::now();
     let label_info = BackupLabel::parse(&stop.backup_label)?;
     let seg_size = u64::from(local.control.wal_segment_size);
@@ -346,19 +346,9 @@ async fn wait_for_wal(
     loop {
         let mut missing = Vec::new();
         let mut seg = first;
-        let mut listings: std::collections::BTreeMap<String, Vec<WalFileName>> = Default::default();
+        let mut listings = WalListings::new(repo, binding);
         loop {
-            let dir = seg.directory();
-            if !listings.contains_key(&dir) {
-                let names = repo
-                    .list_wal_dir(binding, WalFileName::Segment(seg))
-                    .await?
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect();
-                listings.insert(dir.clone(), names);
-            }
-            if !listings[&dir].contains(&WalFileName::Segment(seg)) {
+            if listings.find(WalFileName::Segment(seg)).await?.is_none() {
                 missing.push(seg);
             }
             if seg == last {

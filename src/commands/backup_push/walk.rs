@@ -96,7 +96,7 @@ fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walk
             Err(e) => return Err(Error::io("reading the metadata of", &entry.path(), e)),
         };
         let decision = if tablespace.is_some() {
-            tablespace_decision(name, meta.is_dir())
+            tablespace_decision(name)
         } else {
             datadir::classify(&rel, meta.is_dir())
         };
@@ -125,12 +125,13 @@ fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walk
     Ok(())
 }
 
-fn tablespace_decision(name: &str, is_dir: bool) -> Decision {
+/// In a tablespace only temporary files are left out.
+fn tablespace_decision(name: &str) -> Decision {
     if name.starts_with("pgsql_tmp") {
-        return Decision::Skip;
+        Decision::Skip
+    } else {
+        Decision::Include
     }
-    let _ = is_dir;
-    Decision::Include
 }
 
 fn record_dir(path: &Path, rel: &str, tablespace: Option<u32>, out: &mut Walked) {

@@ -198,7 +198,7 @@ async fn download_parts(
     ts_dirs: &HashMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<()> {
-    let compression = Compression::from_str_stored(&m.compression)?;
+    let compression: Compression = m.compression.parse()?;
     let expected: Arc<HashMap<(usize, String), FileEntry>> = Arc::new(
         m.files
             .iter()

@@ -8,6 +8,7 @@ use super::{check_segment_identity, choose_binding};
 use crate::error::{Error, Result};
 use crate::pg::control::ControlFile;
 use crate::pg::walname::WalFileName;
+use crate::repo::wal::WalListings;
 use crate::settings::Settings;
 use futures::StreamExt;
 use std::os::fd::AsRawFd;
@@ -51,14 +52,10 @@ pub async fn run_prefetcher(settings: &Settings, after: &str) -> Result<()> {
             wanted.push(n);
         }
     }
-    let mut listings = std::collections::BTreeMap::new();
+    let mut listings = WalListings::new(&repo, &binding.id);
     let mut found = Vec::new();
     for n in wanted {
-        let dir = n.segment().map(|s| s.directory()).unwrap_or_default();
-        if !listings.contains_key(&dir) {
-            listings.insert(dir.clone(), repo.list_wal_dir(&binding.id, n).await?);
-        }
-        match listings[&dir].iter().find(|s| s.name == n) {
+        match listings.find(n).await? {
             Some(stored) => found.push(stored.clone()),
             None => break,
         }

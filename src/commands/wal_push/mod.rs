@@ -10,14 +10,13 @@ use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::history::{parse_backup_history, parse_timeline_history};
 use crate::pg::walheader::SegmentHeader;
-use crate::pg::walname::{Segment, WalFileName};
-use crate::repo::Repository;
-use crate::repo::wal::{self, Archived, Packed, StoredWal};
+use crate::pg::walname::WalFileName;
+use crate::repo::identity::Binding;
+use crate::repo::wal::{self, Archived, Packed, WalListings};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
 use marker::Markers;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,9 +58,9 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     // The listing only reads. If the prefix belongs to another system the
     // listing is of a directory that system never uses, and the binding
     // check below refuses before anything is written.
-    let binding_id = local.binding("").id;
-    let mut listings = Listings::default();
-    let existing = listings.get(&repo, &binding_id, name).await?.to_vec();
+    let binding_id = Binding::id_for(local.control.system_identifier, local.control.major);
+    let mut listings = WalListings::new(&repo, &binding_id);
+    let existing = listings.dir_of(name).await?.to_vec();
     let already_stored = existing.iter().any(|s| s.name == name);
     tracing::debug!(
         "listed the archive at {}",
@@ -100,12 +99,7 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         );
         let mut todo = Vec::new();
         for (n, p) in ahead {
-            if !listings
-                .get(&repo, &binding.id, n)
-                .await?
-                .iter()
-                .any(|s| s.name == n)
-            {
+            if listings.find(n).await?.is_none() {
                 todo.push((n, p));
             }
         }
@@ -158,30 +152,6 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         ),
     }
     Ok(())
-}
-
-/// Directory listings of the archive, each read once per run.
-#[derive(Default)]
-struct Listings(BTreeMap<String, Vec<StoredWal>>);
-
-impl Listings {
-    async fn get(
-        &mut self,
-        repo: &Repository,
-        binding: &str,
-        name: WalFileName,
-    ) -> Result<&[StoredWal]> {
-        let dir = dir_key(name);
-        if !self.0.contains_key(&dir) {
-            let listing = repo.list_wal_dir(binding, name).await?;
-            self.0.insert(dir.clone(), listing);
-        }
-        Ok(&self.0[&dir])
-    }
-}
-
-fn dir_key(name: WalFileName) -> String {
-    name.segment().map(Segment::directory).unwrap_or_default()
 }
 
 fn wal_name_of(path: &Path) -> Result<WalFileName> {
