@@ -7,14 +7,13 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// How long a restored server may take to come up or promote.
+const SERVER_WAIT: Duration = Duration::from_secs(90);
+
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_until(what, SERVER_WAIT, done)
 }
 
 fn pg_env(repo: &TestRepo) -> Vec<(String, String)> {
@@ -425,25 +424,12 @@ fn restore_refuses_a_non_empty_destination_and_a_corrupt_part() {
     );
 }
 
+/// The largest stored part of any backup.
 fn find_part(repo: &Path) -> PathBuf {
-    let mut stack = vec![repo.to_path_buf()];
-    let mut parts = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("part-")
-            {
-                parts.push(p);
-            }
-        }
-    }
+    let mut parts: Vec<PathBuf> = files_under(repo)
+        .into_iter()
+        .filter(|p| file_name(p).starts_with("part-"))
+        .collect();
     parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     parts.pop().expect("a part is stored")
 }
@@ -624,16 +610,8 @@ fn pages_failing_their_data_checksum_are_reported_and_recorded() {
 }
 
 fn find_manifest(repo: &Path) -> PathBuf {
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap() == "manifest.json" {
-                return p;
-            }
-        }
-    }
-    panic!("no manifest in {}", repo.display());
+    files_under(repo)
+        .into_iter()
+        .find(|p| file_name(p) == "manifest.json")
+        .unwrap_or_else(|| panic!("no manifest in {}", repo.display()))
 }

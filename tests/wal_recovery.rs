@@ -6,14 +6,13 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// How long a restored server may take to come up or promote.
+const SERVER_WAIT: Duration = Duration::from_secs(60);
+
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_until(what, SERVER_WAIT, done)
 }
 
 #[test]
@@ -57,25 +56,10 @@ fn recovery_replays_the_archive_and_stops_on_a_damaged_segment() {
     source.stop();
 
     // Damage the segment holding `later`.
-    let stored: Vec<_> = std::fs::read_dir(repo.dir.as_ref().unwrap().join("src/wal"))
-        .unwrap()
-        .flat_map(|binding| std::fs::read_dir(binding.unwrap().path()).unwrap())
-        .filter_map(|d| d.ok())
-        .filter(|d| d.path().is_dir())
-        .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .collect();
-    let victim = stored
-        .iter()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(&format!("{second}-"))
-        })
-        .expect("the second segment is stored")
-        .clone();
+    let victim = files_under(&repo.dir.as_ref().unwrap().join("src/wal"))
+        .into_iter()
+        .find(|p| file_name(p).starts_with(&format!("{second}-")))
+        .expect("the second segment is stored");
     let original = std::fs::read(&victim).unwrap();
     let mut damaged = original.clone();
     let mid = damaged.len() / 2;

@@ -58,20 +58,7 @@ impl Archiving {
     }
 
     fn stored_objects(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.repo.dir.clone().unwrap()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
+        files_under(self.repo.dir.as_ref().unwrap())
     }
 
     fn stored_object_of(&self, name: &str) -> PathBuf {
@@ -582,7 +569,7 @@ fn wal_fetch_prefetches_the_next_segments() {
     let out = fetch(&names[0]);
     assert_exit(&out, 0);
     let spool_has = |n: &str| {
-        walkdir(&target.join("pg_wal/.pgproof-prefetch"))
+        files_under(&target.join("pg_wal/.pgproof-prefetch"))
             .iter()
             .any(|p| {
                 p.file_name()
@@ -620,7 +607,7 @@ fn wal_fetch_prefetches_the_next_segments() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let spooled = walkdir(&target.join("pg_wal/.pgproof-prefetch"))
+    let spooled = files_under(&target.join("pg_wal/.pgproof-prefetch"))
         .into_iter()
         .find(|p| {
             p.file_name()
@@ -659,20 +646,4 @@ fn history_files_are_archived_and_checked() {
         std::fs::read(&dest).unwrap(),
         std::fs::read(&history).unwrap()
     );
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in read.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -482,22 +482,13 @@ impl TestRepo {
             .as_ref()
             .expect("snapshots are of file repositories");
         let mut out = BTreeMap::new();
-        fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let e = e.unwrap();
-                let p = e.path();
-                if p.is_dir() {
-                    walk(base, &p, out);
-                } else {
-                    let bytes = std::fs::read(&p).unwrap();
-                    out.insert(
-                        p.strip_prefix(base).unwrap().display().to_string(),
-                        format!("{}:{:x}", bytes.len(), crc(&bytes)),
-                    );
-                }
-            }
+        for p in files_under(dir) {
+            let bytes = std::fs::read(&p).unwrap();
+            out.insert(
+                p.strip_prefix(dir).unwrap().display().to_string(),
+                format!("{}:{:x}", bytes.len(), crc(&bytes)),
+            );
         }
-        walk(dir, dir, &mut out);
         out
     }
 }
@@ -530,6 +521,41 @@ pub fn pgproof(args: &[&str], env: &[(String, String)], cwd: Option<&Path>) -> O
         cmd.current_dir(dir);
     }
     cmd.output().unwrap()
+}
+
+/// Every file below `dir`, recursively, sorted; none when `dir` is absent.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in read.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The file name of a path, as text.
+pub fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// Polls `done` until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 pub fn stderr(out: &Output) -> String {
