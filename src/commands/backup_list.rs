@@ -1,7 +1,6 @@
 //! `pgproof backup-list [--json]`: the complete backups of a cluster, oldest first.
 
 use super::cluster::open_repository;
-use super::restore::list_backups;
 use crate::error::Result;
 use crate::report;
 use crate::settings::Settings;
@@ -25,16 +24,29 @@ struct Row<'a> {
     files: usize,
     pgdata: &'a str,
     host: &'a str,
-    /// Set once `prove` has restored and checked the backup.
-    proof: Option<String>,
+    /// The newest `prove` of the backup, if any.
+    proof: Option<ProofRow>,
+}
+
+#[derive(Serialize)]
+struct ProofRow {
+    succeeded: bool,
+    finished_at: String,
+    duration_secs: f64,
+    replayed_to_lsn: Option<String>,
 }
 
 pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     let repo = open_repository(settings)?;
-    let backups = list_backups(&repo).await?;
+    let backups = repo.backups().await?;
+    let mut proofs = Vec::with_capacity(backups.len());
+    for m in &backups {
+        proofs.push(repo.newest_proof(&m.binding, &m.name).await?);
+    }
     let rows: Vec<Row> = backups
         .iter()
-        .map(|m| Row {
+        .zip(&proofs)
+        .map(|(m, proof)| Row {
             name: &m.name,
             started_at: m.started_at.to_rfc3339(),
             stopped_at: m.stopped_at.to_rfc3339(),
@@ -51,7 +63,12 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
             files: m.files.len(),
             pgdata: &m.pgdata,
             host: &m.host,
-            proof: None,
+            proof: proof.as_ref().map(|p| ProofRow {
+                succeeded: p.succeeded,
+                finished_at: p.finished_at.to_rfc3339(),
+                duration_secs: p.duration_secs,
+                replayed_to_lsn: p.replayed_to_lsn.map(|l| l.to_string()),
+            }),
         })
         .collect();
     if json {
@@ -69,7 +86,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
         "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
         "name", "started", "stopped", "start LSN", "stop LSN", "size", "stored", "PG", "proof"
     );
-    for (r, m) in rows.iter().zip(&backups) {
+    for ((r, m), proof) in rows.iter().zip(&backups).zip(&proofs) {
         out += &format!(
             "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
             r.name,
@@ -80,7 +97,10 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
             report::bytes(r.size),
             report::bytes(r.stored_size),
             r.major,
-            "none"
+            proof
+                .as_ref()
+                .map(|p| p.summary())
+                .unwrap_or_else(|| "never proven".into())
         );
     }
     Ok(out)

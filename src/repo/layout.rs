@@ -95,6 +95,16 @@ pub fn backup_manifest(cluster: &ClusterName, binding: &str, backup: &str) -> St
     format!("{}/manifest.json", backup_dir(cluster, binding, backup))
 }
 
+/// The proofs of one backup, one document per attempt.
+pub fn proofs_dir(cluster: &ClusterName, binding: &str, backup: &str) -> String {
+    format!("{}/proofs", backup_dir(cluster, binding, backup))
+}
+
+/// One proof, named by when it started (`20261125T140207Z`).
+pub fn proof(cluster: &ClusterName, binding: &str, backup: &str, started: &str) -> String {
+    format!("{}/{started}.json", proofs_dir(cluster, binding, backup))
+}
+
 /// A WAL object's key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalObjectName {

@@ -1,11 +1,13 @@
 //! The repository: a cluster's prefix in storage, its identity record, its
-//! WAL archive and (later) its backups. Uses storage and codecs; knows
+//! WAL archive, its backups and their proofs. Uses storage and codecs; knows
 //! nothing of commands or the CLI.
 
+pub mod backups;
 pub mod document;
 pub mod identity;
 pub mod layout;
 pub mod manifest;
+pub mod proof;
 pub mod wal;
 
 use crate::error::{Error, ErrorKind, Result};

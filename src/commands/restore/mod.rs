@@ -4,8 +4,6 @@
 
 mod select;
 
-pub use select::list_backups;
-
 use super::cluster::open_repository;
 use crate::codec::{Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
@@ -55,7 +53,7 @@ pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
         Some(Target::Lsn(l)) => selection.before_lsn = Some(l.parse()?),
         _ => {}
     }
-    let backups = list_backups(&repo).await?;
+    let backups = repo.backups().await?;
     let manifest = select::choose(&backups, &selection, &repo.describe())?;
     tracing::info!(
         "restoring backup {} of {} (system {}, {}; {} to {}) into {}",

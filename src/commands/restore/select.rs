@@ -2,25 +2,7 @@
 //! that ends before the recovery target.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::repo::Repository;
-use crate::repo::document;
 use crate::repo::manifest::Manifest;
-
-/// Every complete backup (with a manifest) of every binding, oldest first.
-pub async fn list_backups(repo: &Repository) -> Result<Vec<Manifest>> {
-    let root = format!("{}/backups", repo.cluster());
-    let objects = repo.storage().list_all(&root).await?;
-    let mut manifests = Vec::new();
-    for o in objects.iter().filter(|o| o.key.ends_with("/manifest.json")) {
-        let bytes = repo.storage().get(&o.key).await?;
-        manifests.push(document::decode::<Manifest>(
-            &bytes,
-            &format!("manifest {}", o.key),
-        )?);
-    }
-    manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.name.cmp(&b.name)));
-    Ok(manifests)
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Selection {

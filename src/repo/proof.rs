@@ -1,0 +1,53 @@
+//! The record of a proven restore: a backup restored into a scratch
+//! directory, started, replayed and checked. Stored next to the backup, one
+//! document per attempt, failed attempts included: an operator wants to
+//! see that the last proof failed, not only when one last succeeded.
+
+use crate::pg::lsn::Lsn;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proof {
+    pub format: u32,
+    /// The backup proven, and the binding it belongs to.
+    pub backup: String,
+    pub binding: String,
+    #[serde(with = "super::identity::u64_as_string")]
+    pub system_identifier: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Wall-clock seconds from the start of the restore to the last check.
+    pub duration_secs: f64,
+    pub host: String,
+    pub pgproof_version: String,
+    /// `version()` of the server that ran the proof.
+    pub server_version: String,
+    /// How far replay got: the server's last replayed LSN, and the newest
+    /// archived segment the restore could reach.
+    pub replayed_to_lsn: Option<Lsn>,
+    pub replayed_to_wal: Option<String>,
+    pub succeeded: bool,
+    pub checks: Vec<ProofCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProofCheck {
+    /// `restore`, `start`, `consistent`, `system identifier`, `catalogs`,
+    /// `connect <db>`, `pg_amcheck`, `sql`, ...
+    pub name: String,
+    pub passed: bool,
+    /// What was found, or why it failed.
+    pub detail: String,
+}
+
+impl Proof {
+    /// `OK 2026-11-25 14:02 (42 s)` / `FAILED 2026-11-25 14:02`, for listings.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {}",
+            if self.succeeded { "OK" } else { "FAILED" },
+            self.finished_at.format("%Y-%m-%d %H:%M")
+        )
+    }
+}
