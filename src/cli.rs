@@ -1,7 +1,7 @@
 //! The command line: clap definitions (their doc comments are the help
 //! text), settings resolution, and the mapping of results to exit statuses.
 
-use crate::commands::{backup_list, backup_push, restore, wal_fetch, wal_push};
+use crate::commands::{backup_list, backup_push, check, restore, wal_fetch, wal_push};
 use crate::error::Error;
 use crate::report::{self, Verbosity};
 use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
@@ -50,6 +50,18 @@ pub struct Cli {
     /// Print errors only
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Progress display: bars (default on a terminal), lines (default otherwise) or off
+    #[arg(long, global = true, env = "PGPROOF_PROGRESS", value_name = "HOW",
+          value_parser = ["bars", "lines", "off"])]
+    pub progress: Option<String>,
+    /// Seconds between progress lines when not on a terminal [default: 5s]
+    #[arg(
+        long,
+        global = true,
+        env = "PGPROOF_PROGRESS_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub progress_interval: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -124,6 +136,17 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
+    /// Check the whole archiving path of a cluster, end to end
+    ///
+    /// Settings, repository access, the cluster's identity, the repository's
+    /// binding, archive_mode and archive_command, then a forced WAL switch
+    /// that must reach the repository. Exits with the status of the first
+    /// failed step.
+    Check {
+        /// How long the forced WAL segment may take to reach the repository
+        #[arg(long, default_value = "60s", value_name = "DURATION")]
+        archive_timeout: String,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -138,6 +161,7 @@ impl Command {
             Command::BackupPush { .. } => "backup-push",
             Command::BackupList { .. } => "backup-list",
             Command::Restore { .. } => "restore",
+            Command::Check { .. } => "check",
         }
     }
 }
@@ -166,6 +190,16 @@ pub fn main() -> i32 {
     };
     let label = cli.command.label();
     report::init_logging(verbosity, label);
+    let interval = match cli
+        .progress_interval
+        .as_deref()
+        .map(crate::settings::parse_duration)
+    {
+        None => crate::progress::DEFAULT_LINE_INTERVAL,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return fail(label, &e, e.kind().exit_code()),
+    };
+    crate::progress::init(cli.quiet, cli.progress.as_deref(), interval);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -293,6 +327,19 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     jobs: *jobs,
                 };
                 restore::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Check { archive_timeout } => {
+            let result = async {
+                let opts = check::CheckOptions {
+                    archive_timeout: crate::settings::parse_duration(archive_timeout)?,
+                };
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv);
+                check::run(settings, &opts).await
             };
             match result.await {
                 Ok(()) => 0,

@@ -29,7 +29,7 @@ pub fn init_logging(verbosity: Verbosity, command: &'static str) {
         EnvFilter::try_from_env("PGPROOF_LOG").unwrap_or_else(|_| EnvFilter::new(directive));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::progress::LogWriter)
         .with_target(false)
         .without_time()
         .event_format(LineFormat { command })

@@ -188,6 +188,40 @@ impl LocalCluster {
     }
 }
 
+/// The start banner of a command that works on a cluster: which cluster,
+/// how each fact about it was found, and which repository. The lesson of the
+/// wrong-cluster backups: say it before doing anything.
+pub fn announce(
+    settings: &Settings,
+    local: &LocalCluster,
+    server: &VerifiedServer,
+    repo: &Repository,
+) {
+    tracing::info!(
+        "cluster {} (name from {}): data directory {} (from {})",
+        settings.cluster.value,
+        settings.cluster.origin,
+        local.pgdata.display(),
+        local.pgdata_origin
+    );
+    tracing::info!(
+        "server {}: system {}, {}",
+        server.reached,
+        server.identity.system_identifier,
+        server
+            .identity
+            .version
+            .split(" on ")
+            .next()
+            .unwrap_or(&server.identity.version)
+    );
+    tracing::info!(
+        "repository {} (from {})",
+        repo.describe(),
+        settings.repo.origin
+    );
+}
+
 fn not_running(pgdata: &std::path::Path) -> Error {
     Error::new(
         ErrorKind::Postgres,

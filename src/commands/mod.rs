@@ -3,6 +3,7 @@
 
 pub mod backup_list;
 pub mod backup_push;
+pub mod check;
 pub mod cluster;
 pub mod restore;
 pub mod wal_fetch;

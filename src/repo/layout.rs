@@ -105,6 +105,11 @@ pub fn proof(cluster: &ClusterName, binding: &str, backup: &str, started: &str) 
     format!("{}/{started}.json", proofs_dir(cluster, binding, backup))
 }
 
+/// A short-lived object `check` writes, reads back and removes.
+pub fn check_probe(cluster: &ClusterName, token: &str) -> String {
+    format!("{cluster}/check-{token}.tmp")
+}
+
 /// A WAL object's key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalObjectName {

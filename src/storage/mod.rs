@@ -160,6 +160,7 @@ impl Storage {
             self.store.put_opts(&path, PutPayload::from(data), opts),
         )
         .await?;
+        self.written(key);
         Ok(())
     }
 
@@ -172,6 +173,7 @@ impl Storage {
             self.store.put(&path, PutPayload::from(data)),
         )
         .await?;
+        self.written(key);
         Ok(())
     }
 

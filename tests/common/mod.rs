@@ -401,8 +401,12 @@ impl Cluster {
         }
     }
 
+    /// From pg_control, so it works whether or not the server runs.
     pub fn system_identifier(&self) -> String {
-        self.query_one("SELECT system_identifier::text FROM pg_control_system()")
+        pgproof::pg::control::ControlFile::read(&self.pgdata)
+            .expect("pg_control is readable")
+            .system_identifier
+            .to_string()
     }
 }
 

@@ -8,12 +8,13 @@
 mod parts;
 mod walk;
 
-use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
+use super::cluster::{LocalCluster, announce, bind_or_refuse, open_repository};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::backup_api;
 use crate::pg::backup_label::BackupLabel;
 use crate::pg::lsn::Lsn;
 use crate::pg::walname::{Segment, WalFileName};
+use crate::progress::{Progress, Unit};
 use crate::repo::manifest::{Manifest, Part};
 use crate::repo::wal::WalListings;
 use crate::repo::{Repository, document, layout};
@@ -22,7 +23,6 @@ use crate::settings::Settings;
 use futures::StreamExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::io::SyncIoBridge;
 
@@ -41,18 +41,7 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
     let local = LocalCluster::open(settings).map_err(|e| e.context("backup-push"))?;
     let repo = open_repository(settings)?;
     let server = local.connect_verified(settings).await?;
-    tracing::info!(
-        "cluster {} ({}): {}, reached at {}",
-        settings.cluster.value,
-        local.describe(),
-        server.identity.version,
-        server.reached
-    );
-    tracing::info!(
-        "repository {} (from {})",
-        repo.describe(),
-        settings.repo.origin
-    );
+    announce(settings, &local, &server, &repo);
     if server.identity.in_recovery {
         return Err(Error::new(
             ErrorKind::Refused,
@@ -208,20 +197,17 @@ async fn copy_files(
         opts.jobs
     );
     let files = Arc::new(walked.files);
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = tokio::spawn(report_progress(done.clone(), total));
+    let progress = Progress::start("copying", Unit::Bytes, total);
     let compression = settings.compression.value;
     let results = futures::stream::iter(plans.iter().cloned().map(|plan| {
         let files = files.clone();
-        let done = done.clone();
+        let progress = progress.clone();
         let key = layout::backup_part(repo.cluster(), binding, name, &plan.name);
         let writer = repo.storage().writer(&key);
         let storage = repo.storage().clone();
         async move {
             let handle = tokio::task::spawn_blocking(move || {
-                let on_progress = |n: u64| {
-                    done.fetch_add(n, Ordering::Relaxed);
-                };
+                let on_progress = |n: u64| progress.add(n);
                 let bridge = SyncIoBridge::new(writer);
                 let (result, mut bridge) = parts::write_part(
                     &files,
@@ -249,7 +235,7 @@ async fn copy_files(
     .buffer_unordered(opts.jobs.max(1))
     .collect::<Vec<_>>()
     .await;
-    progress.abort();
+    progress.finish();
 
     let mut by_plan: Vec<(parts::PartPlan, parts::PartResult)> = Vec::new();
     for r in results {
@@ -308,29 +294,6 @@ async fn copy_files(
     })
 }
 
-async fn report_progress(done: Arc<AtomicU64>, total: u64) {
-    let started = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let d = done.load(Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let rate = d as f64 / secs;
-        let left = if rate > 0.0 {
-            Duration::from_secs_f64(total.saturating_sub(d) as f64 / rate)
-        } else {
-            Duration::ZERO
-        };
-        tracing::info!(
-            "copied {} of {} ({}), {}/s, about {} left",
-            report::bytes(d),
-            report::bytes(total),
-            report::ratio(d, total),
-            report::bytes(rate as u64),
-            report::duration(left)
-        );
-    }
-}
-
 /// Invariant 5: the manifest is written only once every WAL segment from
 /// the backup's start to its stop is in the archive.
 async fn wait_for_wal(
@@ -342,7 +305,8 @@ async fn wait_for_wal(
     timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut announced = false;
+    let mut progress: Option<Progress> = None;
+    let needed = first.number(seg_size).abs_diff(last.number(seg_size)) + 1;
     loop {
         let mut missing = Vec::new();
         let mut seg = first;
@@ -356,7 +320,13 @@ async fn wait_for_wal(
             }
             seg = seg.next(seg_size);
         }
+        if let Some(p) = &progress {
+            p.set(needed - missing.len() as u64);
+        }
         if missing.is_empty() {
+            if let Some(p) = progress {
+                p.finish();
+            }
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -371,13 +341,16 @@ async fn wait_for_wal(
             )
             .with_hint("check that archive_mode is on and archive_command calls `pgproof wal-push` for this cluster and repository"));
         }
-        if !announced {
+        if progress.is_none() {
             tracing::info!(
-                "waiting for the archiver to store {} WAL segment(s), starting with {}",
+                "waiting for the archiver to store {} WAL segment(s), starting with {} (at most {})",
                 missing.len(),
-                missing[0]
+                missing[0],
+                report::duration(timeout)
             );
-            announced = true;
+            let p = Progress::start("archived", Unit::Items("segments"), needed);
+            p.set(needed - missing.len() as u64);
+            progress = Some(p);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

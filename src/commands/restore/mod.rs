@@ -8,6 +8,7 @@ use super::cluster::open_repository;
 use crate::codec::{Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::pidfile::PostmasterPid;
+use crate::progress::{Progress, Unit};
 use crate::repo::layout;
 use crate::repo::manifest::{FileEntry, Manifest};
 use crate::report;
@@ -203,7 +204,9 @@ async fn download_parts(
             .map(|f| ((f.part, f.path.clone()), f.clone()))
             .collect(),
     );
+    let progress = Progress::start("restoring", Unit::Bytes, m.size);
     let results = futures::stream::iter(m.parts.iter().enumerate().map(|(index, part)| {
+        let progress = progress.clone();
         let key = layout::backup_part(repo.cluster(), &m.binding, &m.name, &part.name);
         let root = root_of(dest, part.tablespace, ts_dirs).to_path_buf();
         let expected = expected.clone();
@@ -219,6 +222,7 @@ async fn download_parts(
                     &expected,
                     &key,
                     stored_checksum,
+                    &progress,
                 )
             })
             .await
@@ -228,6 +232,7 @@ async fn download_parts(
     .buffer_unordered(jobs.max(1))
     .collect::<Vec<_>>()
     .await;
+    progress.finish();
     let mut restored = 0usize;
     for r in results {
         restored += r?;
@@ -264,6 +269,7 @@ fn extract_part(
     expected: &HashMap<(usize, String), FileEntry>,
     key: &str,
     stored_checksum: crate::codec::Checksum,
+    progress: &Progress,
 ) -> Result<usize> {
     let corrupt = |why: String| {
         Error::corrupt(format!("part {key} is corrupt: {why}"))
@@ -308,6 +314,7 @@ fn extract_part(
             out.write_all(&buf[..n])
                 .map_err(|e| Error::io("writing", &dest, e))?;
             size += n as u64;
+            progress.add(n as u64);
         }
         let sum = hasher.finish();
         if sum != want.checksum || size != want.size {
