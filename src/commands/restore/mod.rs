@@ -214,16 +214,12 @@ async fn download_parts(
         async move {
             let reader = repo.storage().blocking_reader(&key).await?;
             tokio::task::spawn_blocking(move || {
-                extract_part(
-                    reader,
-                    compression,
-                    &root,
+                let stored = StoredPart {
+                    key: &key,
                     index,
-                    &expected,
-                    &key,
-                    stored_checksum,
-                    &progress,
-                )
+                    checksum: stored_checksum,
+                };
+                extract_part(reader, compression, &root, &stored, &expected, &progress)
             })
             .await
             .map_err(|e| Error::new(ErrorKind::LocalIo, "restore task failed").with_source(e))?
@@ -261,16 +257,26 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A part as the manifest knows it: its key, its index, the checksum of the stored object.
+struct StoredPart<'a> {
+    key: &'a str,
+    index: usize,
+    checksum: crate::codec::Checksum,
+}
+
 fn extract_part(
     reader: impl Read + Send,
     compression: Compression,
     root: &Path,
-    part: usize,
+    stored: &StoredPart,
     expected: &HashMap<(usize, String), FileEntry>,
-    key: &str,
-    stored_checksum: crate::codec::Checksum,
     progress: &Progress,
 ) -> Result<usize> {
+    let StoredPart {
+        key,
+        index: part,
+        checksum: stored_checksum,
+    } = *stored;
     let corrupt = |why: String| {
         Error::corrupt(format!("part {key} is corrupt: {why}"))
             .with_hint("the stored backup is damaged; restore another backup")
