@@ -3,6 +3,7 @@
 //! nothing of commands or the CLI.
 
 pub mod backups;
+pub mod continuity;
 pub mod document;
 pub mod identity;
 pub mod layout;
