@@ -8,6 +8,8 @@ pub mod document;
 pub mod identity;
 pub mod layout;
 pub mod manifest;
+pub mod part_reader;
+pub mod permanent;
 pub mod proof;
 pub mod wal;
 
