@@ -149,37 +149,47 @@ fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
         match (&w.keep_from, w.delete.first(), w.delete.last()) {
             (Some(from), Some(first), Some(last)) => {
                 let bytes: u64 = w.delete.iter().map(|s| s.stored_size).sum();
+                let range = if first.name == last.name {
+                    first.name.to_string()
+                } else {
+                    format!("{} to {}", first.name, last.name)
+                };
                 out += &format!(
-                    "  delete WAL of {}: {} to {} ({} files, {}); keep from {} on ({} files, {})\n",
+                    "  delete WAL of {}: {range} ({}, {}); keep from {from} on ({}, {})\n",
                     w.binding,
-                    first.name,
-                    last.name,
-                    w.delete.len(),
+                    files(w.delete.len()),
                     report::bytes(bytes),
-                    from,
-                    w.kept_files,
+                    files(w.kept_files),
                     report::bytes(w.kept_bytes)
                 );
             }
             (Some(from), _, _) => {
                 out += &format!(
-                    "  keep   WAL of {}: nothing before {from}, the oldest kept backup's start ({} files, {})\n",
+                    "  keep   WAL of {}: nothing before {from}, the oldest kept backup's start ({}, {})\n",
                     w.binding,
-                    w.kept_files,
+                    files(w.kept_files),
                     report::bytes(w.kept_bytes)
                 );
             }
             (None, _, _) => {
                 out += &format!(
-                    "  keep   WAL of {}: no kept backup of this binding, so all of it stays ({} files, {})\n",
+                    "  keep   WAL of {}: no kept backup of this binding, so all of it stays ({}, {})\n",
                     w.binding,
-                    w.kept_files,
+                    files(w.kept_files),
                     report::bytes(w.kept_bytes)
                 );
             }
         }
     }
     out
+}
+
+fn files(n: usize) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
 }
 
 async fn delete_all(repo: &Repository, keys: Vec<String>) -> Result<()> {
