@@ -1,7 +1,9 @@
 //! The command line: clap definitions (their doc comments are the help
 //! text), settings resolution, and the mapping of results to exit statuses.
 
-use crate::commands::{backup_list, backup_push, check, restore, wal_fetch, wal_push};
+use crate::commands::{
+    backup_list, backup_mark, backup_push, check, delete, restore, verify, wal_fetch, wal_push,
+};
 use crate::error::Error;
 use crate::report::{self, Verbosity};
 use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
@@ -67,6 +69,20 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DeleteRule {
+    /// Keep the N newest complete backups
+    Retain {
+        #[arg(value_name = "N")]
+        count: usize,
+    },
+    /// Delete backups started before WHEN: a backup name, or a time (as psql prints it, or RFC 3339)
+    Before {
+        #[arg(value_name = "WHEN")]
+        when: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Archive one WAL file; use as archive_command = 'pgproof wal-push %p'
     WalPush {
@@ -96,6 +112,47 @@ pub enum Command {
         /// How long to wait for the archiver to store the backup's WAL
         #[arg(long, default_value = "5m", value_name = "DURATION")]
         archive_timeout: String,
+        /// Exempt the backup from retention (`delete`); see backup-mark
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// Mark a backup permanent (exempt from `delete`), or lift the mark
+    BackupMark {
+        /// Backup name, as backup-list shows it
+        name: String,
+        /// Exempt the backup from retention
+        #[arg(
+            long,
+            conflicts_with = "no_permanent",
+            required_unless_present = "no_permanent"
+        )]
+        permanent: bool,
+        /// Lift the exemption
+        #[arg(long)]
+        no_permanent: bool,
+    },
+    /// Delete old backups and the WAL only they need; a dry run unless --confirm
+    ///
+    /// The newest complete backup, backups marked permanent, and the WAL from
+    /// the oldest kept backup's start on are never deleted.
+    Delete {
+        #[command(subcommand)]
+        rule: DeleteRule,
+        /// Delete for real (without it, only show what would be deleted)
+        #[arg(long, global = true)]
+        confirm: bool,
+        /// Print JSON for scripts
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Read back backups and WAL from storage and check every checksum and WAL continuity
+    ///
+    /// Exits 0 when everything verifies, 6 when any problem was found (each
+    /// one is printed, naming the object), 9 when --backup names no backup.
+    Verify {
+        /// Verify only this backup and the WAL it needs
+        #[arg(long, value_name = "NAME")]
+        backup: Option<String>,
     },
     /// List the complete backups of a cluster, oldest first
     BackupList {
@@ -162,6 +219,9 @@ impl Command {
             Command::BackupList { .. } => "backup-list",
             Command::Restore { .. } => "restore",
             Command::Check { .. } => "check",
+            Command::BackupMark { .. } => "backup-mark",
+            Command::Delete { .. } => "delete",
+            Command::Verify { .. } => "verify",
         }
     }
 }
@@ -250,6 +310,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             fast,
             jobs,
             archive_timeout,
+            permanent,
         } => {
             let result = async {
                 let settings = Settings::resolve(&over, pgdata.clone(), PgdataFallback::PgdataEnv)?;
@@ -257,6 +318,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     fast: *fast,
                     jobs: *jobs,
                     archive_timeout: crate::settings::parse_duration(archive_timeout)?,
+                    permanent: *permanent,
                 };
                 backup_push::run(&settings, &opts).await
             };
@@ -343,6 +405,68 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             };
             match result.await {
                 Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::BackupMark {
+            name, permanent, ..
+        } => {
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                backup_mark::run(&settings, name, *permanent).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Delete {
+            rule,
+            confirm,
+            json,
+        } => {
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let rule = match rule {
+                    DeleteRule::Retain { count } => delete::plan::Rule::Retain(*count),
+                    DeleteRule::Before { when } => delete::parse_when(when)?,
+                };
+                let opts = delete::DeleteOptions {
+                    rule,
+                    confirm: *confirm,
+                    json: *json,
+                };
+                delete::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Verify { backup } => {
+            let result = async {
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let opts = verify::VerifyOptions {
+                    backup: backup.clone(),
+                };
+                verify::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(outcome) => {
+                    print!("{}", outcome.text);
+                    if outcome.problems == 0 {
+                        0
+                    } else {
+                        let e = Error::corrupt(format!(
+                            "verify found {} problem(s); each is listed above",
+                            outcome.problems
+                        ));
+                        fail(label, &e, e.kind().exit_code())
+                    }
+                }
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }

@@ -24,6 +24,8 @@ struct Row<'a> {
     files: usize,
     pgdata: &'a str,
     host: &'a str,
+    /// Exempt from retention (`backup-mark NAME --permanent`).
+    permanent: bool,
     /// The newest `prove` of the backup, if any.
     proof: Option<ProofRow>,
 }
@@ -39,6 +41,7 @@ struct ProofRow {
 pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     let repo = open_repository(settings)?;
     let backups = repo.backups().await?;
+    let permanent = repo.permanent_backups().await?;
     let mut proofs = Vec::with_capacity(backups.len());
     for m in &backups {
         proofs.push(repo.newest_proof(&m.binding, &m.name).await?);
@@ -63,6 +66,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
             files: m.files.len(),
             pgdata: &m.pgdata,
             host: &m.host,
+            permanent: permanent.contains(&(m.binding.clone(), m.name.clone())),
             proof: proof.as_ref().map(|p| ProofRow {
                 succeeded: p.succeeded,
                 finished_at: p.finished_at.to_rfc3339(),
@@ -88,7 +92,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     );
     for ((r, m), proof) in rows.iter().zip(&backups).zip(&proofs) {
         out += &format!(
-            "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
+            "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}{}\n",
             r.name,
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             m.stopped_at.format("%Y-%m-%d %H:%M:%S"),
@@ -100,7 +104,8 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
             proof
                 .as_ref()
                 .map(|p| p.summary())
-                .unwrap_or_else(|| "never proven".into())
+                .unwrap_or_else(|| "never proven".into()),
+            if r.permanent { "; permanent" } else { "" }
         );
     }
     Ok(out)

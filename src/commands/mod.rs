@@ -2,10 +2,13 @@
 //! repository and reporting; they do not reach around them.
 
 pub mod backup_list;
+pub mod backup_mark;
 pub mod backup_push;
 pub mod check;
 pub mod cluster;
+pub mod delete;
 pub mod restore;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
 

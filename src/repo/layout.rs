@@ -95,6 +95,12 @@ pub fn backup_manifest(cluster: &ClusterName, binding: &str, backup: &str) -> St
     format!("{}/manifest.json", backup_dir(cluster, binding, backup))
 }
 
+/// Present while the backup is exempt from retention (`delete`); removing
+/// the object lifts the exemption. Separate because manifests never change.
+pub fn permanent_mark(cluster: &ClusterName, binding: &str, backup: &str) -> String {
+    format!("{}/permanent.json", backup_dir(cluster, binding, backup))
+}
+
 /// The proofs of one backup, one document per attempt.
 pub fn proofs_dir(cluster: &ClusterName, binding: &str, backup: &str) -> String {
     format!("{}/proofs", backup_dir(cluster, binding, backup))

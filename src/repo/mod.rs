@@ -3,10 +3,13 @@
 //! nothing of commands or the CLI.
 
 pub mod backups;
+pub mod continuity;
 pub mod document;
 pub mod identity;
 pub mod layout;
 pub mod manifest;
+pub mod part_reader;
+pub mod permanent;
 pub mod proof;
 pub mod wal;
 

@@ -69,23 +69,41 @@ impl Repository {
     pub async fn list_wal_dir(&self, binding: &str, name: WalFileName) -> Result<Vec<StoredWal>> {
         let dir = layout::wal_dir(&self.cluster, binding, name);
         let objects = self.storage.list_dir(&dir).await?;
-        Ok(objects
-            .into_iter()
-            .filter_map(|o| {
-                let WalObjectName {
-                    name,
-                    checksum,
-                    compression,
-                } = layout::parse_wal_object(&o.key)?;
-                Some(StoredWal {
-                    key: o.key,
-                    name,
-                    checksum,
-                    compression,
-                    stored_size: o.size,
-                })
-            })
-            .collect())
+        Ok(objects.into_iter().filter_map(stored_wal).collect())
+    }
+
+    /// Every stored WAL object of a binding (all timelines, history files
+    /// included), in name order.
+    pub async fn list_wal(&self, binding: &str) -> Result<Vec<StoredWal>> {
+        let root = layout::wal_root(&self.cluster, binding);
+        let objects = match self.storage.list_all(&root).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut stored: Vec<StoredWal> = objects.into_iter().filter_map(stored_wal).collect();
+        stored.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
+        Ok(stored)
+    }
+
+    /// The parsed timeline history files among `stored` (as `list_wal` gives),
+    /// by timeline: what `continuity::gaps` follows. Each is read back and
+    /// verified.
+    pub async fn timeline_histories(
+        &self,
+        stored: &[StoredWal],
+    ) -> Result<std::collections::BTreeMap<u32, Vec<crate::pg::history::TimelineSwitch>>> {
+        let mut histories = std::collections::BTreeMap::new();
+        for s in stored {
+            if let WalFileName::History(tli) = s.name {
+                let text = self.fetch_wal(s).await?;
+                let parsed =
+                    crate::pg::history::parse_timeline_history(&String::from_utf8_lossy(&text))
+                        .map_err(|e| e.context(format!("timeline history {}", s.key)))?;
+                histories.insert(tli, parsed);
+            }
+        }
+        Ok(histories)
     }
 
     /// The stored copy of `name`, if any. Two copies with different content
@@ -187,6 +205,21 @@ impl Repository {
                 Error::new(ErrorKind::LocalIo, "decompression task failed").with_source(e)
             })?
     }
+}
+
+fn stored_wal(o: crate::storage::ObjectInfo) -> Option<StoredWal> {
+    let WalObjectName {
+        name,
+        checksum,
+        compression,
+    } = layout::parse_wal_object(&o.key)?;
+    Some(StoredWal {
+        key: o.key,
+        name,
+        checksum,
+        compression,
+        stored_size: o.size,
+    })
 }
 
 fn decode_verified(stored: &StoredWal, packed: &[u8]) -> Result<Vec<u8>> {

@@ -58,7 +58,9 @@ impl Storage {
                 }
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| storage_error(e, url, "opening"))?
-                    .with_fsync(true);
+                    .with_fsync(true)
+                    // `delete` would otherwise leave an empty directory per deleted backup.
+                    .with_automatic_cleanup(true);
                 (Arc::new(fs), StorePath::default())
             }
             RepoUrl::S3 { bucket, prefix } => {

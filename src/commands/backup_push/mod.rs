@@ -34,6 +34,8 @@ pub struct BackupPushOptions {
     pub jobs: usize,
     /// How long to wait for the archiver to store the backup's WAL.
     pub archive_timeout: Duration,
+    /// Exempt the backup from retention (`delete`).
+    pub permanent: bool,
 }
 
 pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String> {
@@ -142,6 +144,11 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         files: copied.files,
         bad_pages: copied.bad_pages,
     };
+    // Before the manifest: a complete backup is never, even briefly, unprotected.
+    if opts.permanent {
+        let key = repo.mark_permanent(&binding.id, &name).await?;
+        tracing::info!("backup {name} is marked permanent ({key})");
+    }
     let key = layout::backup_manifest(repo.cluster(), &binding.id, &name);
     repo.storage()
         .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))

@@ -5,17 +5,18 @@
 mod select;
 
 use super::cluster::open_repository;
-use crate::codec::{Compression, Hasher};
+use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::pidfile::PostmasterPid;
 use crate::progress::{Progress, Unit};
 use crate::repo::layout;
 use crate::repo::manifest::{FileEntry, Manifest};
+use crate::repo::part_reader::{FileSink, expected_files, read_part};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -198,12 +199,7 @@ async fn download_parts(
     jobs: usize,
 ) -> Result<()> {
     let compression: Compression = m.compression.parse()?;
-    let expected: Arc<HashMap<(usize, String), FileEntry>> = Arc::new(
-        m.files
-            .iter()
-            .map(|f| ((f.part, f.path.clone()), f.clone()))
-            .collect(),
-    );
+    let expected = Arc::new(expected_files(&m.files));
     let progress = Progress::start("restoring", Unit::Bytes, m.size);
     let results = futures::stream::iter(m.parts.iter().enumerate().map(|(index, part)| {
         let progress = progress.clone();
@@ -214,12 +210,21 @@ async fn download_parts(
         async move {
             let reader = repo.storage().blocking_reader(&key).await?;
             tokio::task::spawn_blocking(move || {
-                let stored = StoredPart {
-                    key: &key,
-                    index,
-                    checksum: stored_checksum,
+                let mut sink = DiskSink {
+                    root,
+                    file: None,
+                    progress,
                 };
-                extract_part(reader, compression, &root, &stored, &expected, &progress)
+                read_part(
+                    reader,
+                    compression,
+                    index,
+                    &expected,
+                    &key,
+                    stored_checksum,
+                    &mut sink,
+                )
+                .map(|totals| totals.files)
             })
             .await
             .map_err(|e| Error::new(ErrorKind::LocalIo, "restore task failed").with_source(e))?
@@ -243,106 +248,37 @@ async fn download_parts(
     Ok(())
 }
 
-/// Hashes the stored bytes as they stream past, to compare with the manifest.
-struct HashingReader<R: Read> {
-    inner: R,
-    hasher: Hasher,
+/// Writes a part's files under `root`, each with the mode its manifest records.
+struct DiskSink {
+    root: PathBuf,
+    file: Option<(std::fs::File, PathBuf)>,
+    progress: Progress,
 }
 
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+impl FileSink for DiskSink {
+    fn begin(&mut self, path: &str, _: &FileEntry) -> Result<()> {
+        let dest = self.root.join(path);
+        let out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        self.file = Some((out, dest));
+        Ok(())
     }
-}
 
-/// A part as the manifest knows it: its key, its index, the checksum of the stored object.
-struct StoredPart<'a> {
-    key: &'a str,
-    index: usize,
-    checksum: crate::codec::Checksum,
-}
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some((out, dest)) = &mut self.file {
+            out.write_all(data)
+                .map_err(|e| Error::io("writing", dest, e))?;
+            self.progress.add(data.len() as u64);
+        }
+        Ok(())
+    }
 
-fn extract_part(
-    reader: impl Read + Send,
-    compression: Compression,
-    root: &Path,
-    stored: &StoredPart,
-    expected: &HashMap<(usize, String), FileEntry>,
-    progress: &Progress,
-) -> Result<usize> {
-    let StoredPart {
-        key,
-        index: part,
-        checksum: stored_checksum,
-    } = *stored;
-    let corrupt = |why: String| {
-        Error::corrupt(format!("part {key} is corrupt: {why}"))
-            .with_hint("the stored backup is damaged; restore another backup")
-    };
-    let mut hashing = HashingReader {
-        inner: reader,
-        hasher: Hasher::new(),
-    };
-    let decoder = compression.decoder(&mut hashing)?;
-    let mut archive = tar::Archive::new(decoder);
-    let mut count = 0;
-    let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
-        let path = entry
-            .path()
-            .map_err(|e| corrupt(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
-        let want = expected
-            .get(&(part, path.clone()))
-            .ok_or_else(|| corrupt(format!("it holds {path}, which its manifest does not list")))?;
-        let dest = root.join(&path);
-        if path.split('/').any(|c| c == "..") {
-            return Err(corrupt(format!(
-                "it holds a path leaving the data directory: {path}"
-            )));
+    fn end(&mut self, _: &str, entry: &FileEntry) -> Result<()> {
+        if let Some((_, dest)) = self.file.take() {
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(|e| Error::io("setting the mode of", &dest, e))?;
         }
-        let mut out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
-        let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = entry
-                .read(&mut buf)
-                .map_err(|e| corrupt(format!("{path}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|e| Error::io("writing", &dest, e))?;
-            size += n as u64;
-            progress.add(n as u64);
-        }
-        let sum = hasher.finish();
-        if sum != want.checksum || size != want.size {
-            return Err(Error::corrupt(format!(
-                "{path} (in {key}) fails its checksum: stored sha256 {}, {} bytes; restored sha256 {sum}, {size} bytes",
-                want.checksum, want.size
-            ))
-            .with_hint("the stored backup is damaged; restore another backup"));
-        }
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(want.mode & 0o7777))
-            .map_err(|e| Error::io("setting the mode of", &dest, e))?;
-        count += 1;
+        Ok(())
     }
-    drop(archive);
-    // Drain what the tar reader left (end-of-archive padding) so the checksum covers the whole object.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
-    if hashing.hasher.finish() != stored_checksum {
-        return Err(corrupt(
-            "the stored object's checksum does not match its manifest".into(),
-        ));
-    }
-    Ok(count)
 }
 
 fn configure_recovery(

@@ -143,7 +143,11 @@ pub(crate) async fn choose_binding(
 
 /// Defence in depth: wal-push checked this, but WAL of another system must
 /// never be handed to PostgreSQL whatever happened to the repository since.
-fn check_segment_identity(name: WalFileName, content: &[u8], binding: &Binding) -> Result<()> {
+pub(crate) fn check_segment_identity(
+    name: WalFileName,
+    content: &[u8],
+    binding: &Binding,
+) -> Result<()> {
     if !name.has_page_headers() {
         return Ok(());
     }

@@ -1,0 +1,27 @@
+//! `pgproof backup-mark NAME --permanent | --no-permanent`: exempts a
+//! complete backup from retention, or lifts the exemption.
+
+use super::cluster::open_repository;
+use crate::error::{Error, ErrorKind, Result};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, name: &str, permanent: bool) -> Result<()> {
+    let repo = open_repository(settings)?;
+    let backups = repo.backups().await?;
+    let Some(backup) = backups.iter().find(|b| b.name == name) else {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{} has no complete backup named {name}", repo.describe()),
+        )
+        .with_hint("`pgproof backup-list` shows the backups there are"));
+    };
+    if permanent {
+        let key = repo.mark_permanent(&backup.binding, name).await?;
+        tracing::info!("backup {name} is marked permanent ({key}); `delete` will keep it");
+    } else if repo.unmark_permanent(&backup.binding, name).await? {
+        tracing::info!("backup {name} is no longer permanent; `delete` may remove it");
+    } else {
+        tracing::info!("backup {name} was not marked permanent; nothing changed");
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! `pgproof delete retain N | before WHEN [--confirm]`: retention. Reads the
+//! repository once, decides (see `plan`), prints every backup kept or
+//! deleted with the reason, the WAL range removed per binding and any debris;
+//! deletes only with `--confirm`.
+//!
+//! Deletion runs in the reverse order of writing (restic's rule): a backup's
+//! manifest first, so that it stops being complete before any part of it
+//! goes, then its parts, proofs and mark; debris; WAL last.
+
+pub mod plan;
+
+use super::cluster::open_repository;
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::{Repository, layout};
+use crate::report;
+use crate::settings::Settings;
+use futures::StreamExt;
+use plan::{Inventory, Plan, Rule};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Objects deleted at once.
+const PARALLEL_DELETES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct DeleteOptions {
+    pub rule: Rule,
+    pub confirm: bool,
+    pub json: bool,
+}
+
+/// `WHEN` as given to `delete before`: a backup's name, or a time as restore takes it.
+pub fn parse_when(when: &str) -> Result<Rule> {
+    if chrono::NaiveDateTime::parse_from_str(when.trim(), "%Y%m%dT%H%M%SZ").is_ok() {
+        return Ok(Rule::BeforeBackup(when.trim().to_string()));
+    }
+    super::restore::parse_time(when)
+        .map(Rule::BeforeTime)
+        .map_err(|e| {
+            Error::config(format!(
+                "{when:?} is neither a backup name nor a time with a time zone"
+            ))
+            .with_hint(format!(
+                "give a backup name from `pgproof backup-list` (20261125T140207Z), or a time ({})",
+                e.hint().unwrap_or("2026-11-25 14:02:07+00")
+            ))
+        })
+}
+
+pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
+    let started = Instant::now();
+    let repo = open_repository(settings)?;
+    tracing::info!(
+        "delete {} in {} (from {}){}",
+        opts.rule,
+        repo.describe(),
+        settings.repo.origin,
+        if opts.confirm { "" } else { ": dry run" }
+    );
+    let inventory = inventory(&repo).await?;
+    let plan = plan::plan(&inventory, &opts.rule)?;
+    if let Some(newest) = plan.backups.last() {
+        // Defence in depth for invariant 8: the rules above already keep it.
+        if !newest.keep {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "refusing to delete the newest complete backup {}",
+                    newest.name
+                ),
+            ));
+        }
+    }
+    let (count, bytes) = plan.objects_to_delete();
+    let mut out = if opts.json {
+        String::new()
+    } else {
+        describe(&repo, &opts.rule, &plan)
+    };
+    if opts.confirm {
+        execute(&repo, &plan).await?;
+        tracing::info!(
+            "deleted {count} objects ({}) in {}",
+            report::bytes(bytes),
+            report::duration(started.elapsed())
+        );
+        if !opts.json {
+            out += &format!("deleted {count} objects ({})\n", report::bytes(bytes));
+        }
+    } else if !opts.json {
+        out += "dry run: nothing was deleted; add --confirm to delete\n";
+    }
+    if opts.json {
+        out = serde_json::to_string_pretty(&json(&plan, opts)).expect("the plan serializes") + "\n";
+    }
+    Ok(out)
+}
+
+async fn inventory(repo: &Repository) -> Result<Inventory> {
+    let backups = repo.backups().await?;
+    let permanent = repo.permanent_backups().await?;
+    let backups_root = format!("{}/backups", repo.cluster());
+    let backup_objects = repo.storage().list_all(&backups_root).await?;
+    let mut wal = BTreeMap::new();
+    if let Some(record) = repo.load_record().await? {
+        for b in &record.bindings {
+            wal.insert(b.id.clone(), repo.list_wal(&b.id).await?);
+        }
+    }
+    Ok(Inventory {
+        backups,
+        permanent,
+        backup_objects,
+        wal,
+        backups_root,
+    })
+}
+
+fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
+    let mut out = format!("delete {rule} in {}:\n", repo.describe());
+    if plan.backups.is_empty() {
+        out += "  no complete backup: nothing to decide\n";
+    }
+    for b in &plan.backups {
+        let size: u64 = b.objects.iter().map(|o| o.size).sum();
+        out += &format!(
+            "  {:<6} backup {}  {}{}\n",
+            if b.keep { "keep" } else { "delete" },
+            b.name,
+            b.reason,
+            if b.keep {
+                String::new()
+            } else {
+                format!(" ({} objects, {})", b.objects.len(), report::bytes(size))
+            }
+        );
+    }
+    for d in &plan.debris {
+        let size: u64 = d.objects.iter().map(|o| o.size).sum();
+        out += &format!(
+            "  delete debris {}  a backup that never completed ({} objects, {})\n",
+            layout::backup_dir(repo.cluster(), &d.binding, &d.name),
+            d.objects.len(),
+            report::bytes(size)
+        );
+    }
+    for w in &plan.wal {
+        match (&w.keep_from, w.delete.first(), w.delete.last()) {
+            (Some(from), Some(first), Some(last)) => {
+                let bytes: u64 = w.delete.iter().map(|s| s.stored_size).sum();
+                let range = if first.name == last.name {
+                    first.name.to_string()
+                } else {
+                    format!("{} to {}", first.name, last.name)
+                };
+                out += &format!(
+                    "  delete WAL of {}: {range} ({}, {}); keep from {from} on ({}, {})\n",
+                    w.binding,
+                    files(w.delete.len()),
+                    report::bytes(bytes),
+                    files(w.kept_files),
+                    report::bytes(w.kept_bytes)
+                );
+            }
+            (Some(from), _, _) => {
+                out += &format!(
+                    "  keep   WAL of {}: nothing before {from}, the oldest kept backup's start ({}, {})\n",
+                    w.binding,
+                    files(w.kept_files),
+                    report::bytes(w.kept_bytes)
+                );
+            }
+            (None, _, _) => {
+                out += &format!(
+                    "  keep   WAL of {}: no kept backup of this binding, so all of it stays ({}, {})\n",
+                    w.binding,
+                    files(w.kept_files),
+                    report::bytes(w.kept_bytes)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn files(n: usize) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
+}
+
+async fn delete_all(repo: &Repository, keys: Vec<String>) -> Result<()> {
+    let results: Vec<Result<()>> = futures::stream::iter(keys.into_iter().map(|key| async move {
+        match repo.storage().delete(&key).await {
+            // Already gone (another delete, or a retry): the goal is met.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| e.context(format!("deleting {key}"))),
+        }
+    }))
+    .buffer_unordered(PARALLEL_DELETES)
+    .collect()
+    .await;
+    results.into_iter().collect()
+}
+
+async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
+    for b in plan.backups.iter().filter(|b| !b.keep) {
+        let (manifest, rest): (Vec<_>, Vec<_>) = b
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .partition(|k| k.ends_with("/manifest.json"));
+        delete_all(repo, manifest).await?;
+        delete_all(repo, rest).await?;
+        tracing::info!("deleted backup {} ({} objects)", b.name, b.objects.len());
+    }
+    for d in &plan.debris {
+        delete_all(repo, d.objects.iter().map(|o| o.key.clone()).collect()).await?;
+        tracing::info!(
+            "deleted debris of backup {} ({} objects)",
+            d.name,
+            d.objects.len()
+        );
+    }
+    for w in &plan.wal {
+        if w.delete.is_empty() {
+            continue;
+        }
+        delete_all(repo, w.delete.iter().map(|s| s.key.clone()).collect()).await?;
+        tracing::info!("deleted {} WAL files of {}", w.delete.len(), w.binding);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct JsonPlan {
+    rule: String,
+    dry_run: bool,
+    backups: Vec<JsonBackup>,
+    debris: Vec<JsonDebris>,
+    wal: Vec<JsonWal>,
+    objects_deleted: usize,
+    bytes_deleted: u64,
+}
+
+#[derive(Serialize)]
+struct JsonBackup {
+    name: String,
+    binding: String,
+    action: &'static str,
+    reason: &'static str,
+    why: String,
+    objects: usize,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct JsonDebris {
+    name: String,
+    binding: String,
+    objects: usize,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct JsonWal {
+    binding: String,
+    keep_from: Option<String>,
+    first_deleted: Option<String>,
+    last_deleted: Option<String>,
+    files_deleted: usize,
+    bytes_deleted: u64,
+    files_kept: usize,
+    bytes_kept: u64,
+}
+
+fn json(plan: &Plan, opts: &DeleteOptions) -> JsonPlan {
+    let (count, bytes) = plan.objects_to_delete();
+    JsonPlan {
+        rule: opts.rule.to_string(),
+        dry_run: !opts.confirm,
+        backups: plan
+            .backups
+            .iter()
+            .map(|b| JsonBackup {
+                name: b.name.clone(),
+                binding: b.binding.clone(),
+                action: if b.keep { "keep" } else { "delete" },
+                reason: b.reason.code(),
+                why: b.reason.to_string(),
+                objects: b.objects.len(),
+                bytes: b.objects.iter().map(|o| o.size).sum(),
+            })
+            .collect(),
+        debris: plan
+            .debris
+            .iter()
+            .map(|d| JsonDebris {
+                name: d.name.clone(),
+                binding: d.binding.clone(),
+                objects: d.objects.len(),
+                bytes: d.objects.iter().map(|o| o.size).sum(),
+            })
+            .collect(),
+        wal: plan
+            .wal
+            .iter()
+            .map(|w| JsonWal {
+                binding: w.binding.clone(),
+                keep_from: w.keep_from.map(|s| s.to_string()),
+                first_deleted: w.delete.first().map(|s| s.name.to_string()),
+                last_deleted: w.delete.last().map(|s| s.name.to_string()),
+                files_deleted: w.delete.len(),
+                bytes_deleted: w.delete.iter().map(|s| s.stored_size).sum(),
+                files_kept: w.kept_files,
+                bytes_kept: w.kept_bytes,
+            })
+            .collect(),
+        objects_deleted: if opts.confirm { count } else { 0 },
+        bytes_deleted: if opts.confirm { bytes } else { 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_is_a_backup_name_or_a_time() {
+        assert_eq!(
+            parse_when("20261125T140207Z").unwrap(),
+            Rule::BeforeBackup("20261125T140207Z".into())
+        );
+        assert!(matches!(
+            parse_when("2026-11-25 14:02:07+00").unwrap(),
+            Rule::BeforeTime(_)
+        ));
+        let err = parse_when("yesterday").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}

@@ -1,0 +1,484 @@
+//! What `delete` would remove, decided from one inventory of the repository
+//! and nothing else. Pure, so the rules are unit-tested without storage:
+//!
+//! - The newest complete backup is always kept, whatever the rule says.
+//! - A backup marked permanent is kept.
+//! - `retain N` keeps the N newest complete backups; `before WHEN` keeps
+//!   those started at or after WHEN (a time, or the start of a named backup).
+//! - Per binding, WAL whose segment number is below the start segment of the
+//!   oldest kept backup goes; everything from there on stays, whatever its
+//!   timeline. Timeline history files always stay. A binding with no kept
+//!   backup keeps all its WAL.
+//! - A backup directory without a manifest whose name (its start time) is
+//!   older than the newest complete backup is debris of a backup that never
+//!   completed; a newer one may be a backup running now and is left alone.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::walname::{Segment, WalFileName};
+use crate::repo::manifest::Manifest;
+use crate::repo::wal::StoredWal;
+use crate::storage::ObjectInfo;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Retain(usize),
+    BeforeTime(DateTime<Utc>),
+    BeforeBackup(String),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Retain(n) => write!(f, "retain {n}"),
+            Rule::BeforeTime(t) => write!(f, "before {}", t.format("%Y-%m-%d %H:%M:%S%.3f+00")),
+            Rule::BeforeBackup(name) => write!(f, "before {name}"),
+        }
+    }
+}
+
+/// Why a backup stays or goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Newest,
+    Permanent,
+    WithinRetain(usize),
+    NotBefore(String),
+    BeyondRetain(usize),
+    Before(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Newest => f.write_str("newest complete backup"),
+            Reason::Permanent => f.write_str("permanent"),
+            Reason::WithinRetain(n) => write!(f, "one of the {n} newest"),
+            Reason::NotBefore(when) => write!(f, "not before {when}"),
+            Reason::BeyondRetain(n) => write!(f, "older than the {n} newest"),
+            Reason::Before(when) => write!(f, "before {when}"),
+        }
+    }
+}
+
+impl Reason {
+    /// A word for scripts (`--json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Newest => "newest",
+            Reason::Permanent => "permanent",
+            Reason::WithinRetain(_) => "within-retain",
+            Reason::NotBefore(_) => "not-before",
+            Reason::BeyondRetain(_) => "beyond-retain",
+            Reason::Before(_) => "before",
+        }
+    }
+}
+
+/// Everything `delete` looks at, read once.
+pub struct Inventory {
+    /// Complete backups of every binding, oldest first.
+    pub backups: Vec<Manifest>,
+    /// `(binding, backup)` of the permanent ones.
+    pub permanent: BTreeSet<(String, String)>,
+    /// Every object under `<cluster>/backups/`.
+    pub backup_objects: Vec<ObjectInfo>,
+    /// Every WAL object, by binding.
+    pub wal: BTreeMap<String, Vec<StoredWal>>,
+    /// `<cluster>/backups`, the root the backup objects' keys start with.
+    pub backups_root: String,
+}
+
+pub struct BackupDecision {
+    pub name: String,
+    pub binding: String,
+    pub keep: bool,
+    pub reason: Reason,
+    /// Its objects, manifest first: deleting it first makes the backup
+    /// incomplete before any part of it goes.
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// A directory of a backup that never completed.
+pub struct Debris {
+    pub name: String,
+    pub binding: String,
+    pub objects: Vec<ObjectInfo>,
+}
+
+pub struct WalPlan {
+    pub binding: String,
+    /// The oldest kept backup's start segment: WAL from here on stays.
+    pub keep_from: Option<Segment>,
+    /// Oldest first.
+    pub delete: Vec<StoredWal>,
+    pub kept_files: usize,
+    pub kept_bytes: u64,
+}
+
+pub struct Plan {
+    pub backups: Vec<BackupDecision>,
+    pub debris: Vec<Debris>,
+    pub wal: Vec<WalPlan>,
+}
+
+impl Plan {
+    pub fn objects_to_delete(&self) -> (usize, u64) {
+        let backups = self
+            .backups
+            .iter()
+            .filter(|b| !b.keep)
+            .flat_map(|b| &b.objects)
+            .chain(self.debris.iter().flat_map(|d| &d.objects))
+            .map(|o| o.size);
+        let wal = self
+            .wal
+            .iter()
+            .flat_map(|w| &w.delete)
+            .map(|s| s.stored_size);
+        let all: Vec<u64> = backups.chain(wal).collect();
+        (all.len(), all.iter().sum())
+    }
+}
+
+/// A backup's start segment, from its manifest.
+pub fn start_segment(m: &Manifest) -> Result<Segment> {
+    WalFileName::parse(&m.start_wal)
+        .ok()
+        .and_then(|n| n.segment())
+        .ok_or_else(|| {
+            Error::corrupt(format!(
+                "manifest of backup {} names start WAL {:?}, which is not a segment",
+                m.name, m.start_wal
+            ))
+        })
+}
+
+pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
+    let decisions = decide(&inv.backups, &inv.permanent, rule)?;
+    let mut dirs = group_backup_dirs(inv);
+    let mut backups = Vec::new();
+    for (m, (keep, reason)) in inv.backups.iter().zip(decisions) {
+        let mut objects = dirs
+            .remove(&(m.binding.clone(), m.name.clone()))
+            .unwrap_or_default();
+        objects.sort_by_key(|o| (!o.key.ends_with("/manifest.json"), o.key.clone()));
+        backups.push(BackupDecision {
+            name: m.name.clone(),
+            binding: m.binding.clone(),
+            keep,
+            reason,
+            objects,
+        });
+    }
+    let newest = inv.backups.last().map(|m| m.name.as_str());
+    let debris = dirs
+        .into_iter()
+        .filter(|((_, name), objects)| {
+            is_backup_name(name)
+                && newest.is_some_and(|n| name.as_str() < n)
+                && !objects.iter().any(|o| o.key.ends_with("/manifest.json"))
+        })
+        .map(|((binding, name), objects)| Debris {
+            name,
+            binding,
+            objects,
+        })
+        .collect();
+
+    let mut wal = Vec::new();
+    for (binding, stored) in &inv.wal {
+        let mut oldest: Option<(u64, Segment)> = None;
+        for (m, d) in inv.backups.iter().zip(&backups) {
+            if !d.keep || &m.binding != binding {
+                continue;
+            }
+            let seg = start_segment(m)?;
+            let number = seg.number(u64::from(m.wal_segment_size));
+            if oldest.is_none_or(|(n, _)| number < n) {
+                oldest = Some((number, seg));
+            }
+        }
+        let segment_size = inv
+            .backups
+            .iter()
+            .find(|m| &m.binding == binding)
+            .map(|m| u64::from(m.wal_segment_size));
+        let mut delete = Vec::new();
+        let (mut kept_files, mut kept_bytes) = (0, 0);
+        for s in stored {
+            let goes = match (oldest, segment_size, s.name.segment()) {
+                (Some((keep_from, _)), Some(size), Some(seg)) => seg.number(size) < keep_from,
+                _ => false,
+            };
+            if goes {
+                delete.push(s.clone());
+            } else {
+                kept_files += 1;
+                kept_bytes += s.stored_size;
+            }
+        }
+        delete.sort_by_key(|s| {
+            (
+                s.name
+                    .segment()
+                    .map(|seg| seg.number(segment_size.unwrap_or(16 << 20))),
+                s.name,
+            )
+        });
+        wal.push(WalPlan {
+            binding: binding.clone(),
+            keep_from: oldest.map(|(_, s)| s),
+            delete,
+            kept_files,
+            kept_bytes,
+        });
+    }
+    Ok(Plan {
+        backups,
+        debris,
+        wal,
+    })
+}
+
+/// Keep or delete, with the reason, for each backup (oldest first).
+pub fn decide(
+    backups: &[Manifest],
+    permanent: &BTreeSet<(String, String)>,
+    rule: &Rule,
+) -> Result<Vec<(bool, Reason)>> {
+    let cutoff: Option<(DateTime<Utc>, String)> = match rule {
+        Rule::Retain(0) => {
+            return Err(Error::config("retain 0 would delete every backup")
+                .with_hint("retain at least 1; the newest complete backup is always kept"));
+        }
+        Rule::Retain(_) => None,
+        Rule::BeforeTime(t) => Some((*t, rule.to_string().trim_start_matches("before ").into())),
+        Rule::BeforeBackup(name) => {
+            let b = backups.iter().find(|b| &b.name == name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("there is no complete backup named {name}"),
+                )
+                .with_hint("`pgproof backup-list` shows the backups there are; WHEN may also be a time such as 2026-11-25 14:02:07+00")
+            })?;
+            Some((b.started_at, format!("backup {name}")))
+        }
+    };
+    let count = backups.len();
+    Ok(backups
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let from_newest = count - 1 - i;
+            if from_newest == 0 {
+                return (true, Reason::Newest);
+            }
+            if permanent.contains(&(b.binding.clone(), b.name.clone())) {
+                return (true, Reason::Permanent);
+            }
+            match (rule, &cutoff) {
+                (Rule::Retain(n), _) if from_newest < *n => (true, Reason::WithinRetain(*n)),
+                (Rule::Retain(n), _) => (false, Reason::BeyondRetain(*n)),
+                (_, Some((t, when))) if b.started_at < *t => (false, Reason::Before(when.clone())),
+                (_, Some((_, when))) => (true, Reason::NotBefore(when.clone())),
+                (_, None) => (true, Reason::Newest),
+            }
+        })
+        .collect())
+}
+
+/// `YYYYMMDDTHHMMSSZ`, the names backup-push gives.
+fn is_backup_name(name: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(name, "%Y%m%dT%H%M%SZ").is_ok()
+}
+
+/// The objects of each backup directory, by (binding, name).
+fn group_backup_dirs(inv: &Inventory) -> BTreeMap<(String, String), Vec<ObjectInfo>> {
+    let prefix = format!("{}/", inv.backups_root);
+    let mut dirs: BTreeMap<(String, String), Vec<ObjectInfo>> = BTreeMap::new();
+    for o in &inv.backup_objects {
+        let Some(rest) = o.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '/');
+        if let (Some(binding), Some(name), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            dirs.entry((binding.to_string(), name.to_string()))
+                .or_default()
+                .push(o.clone());
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Checksum, Compression};
+
+    const MIB16: u64 = 16 << 20;
+
+    fn manifest(name: &str, start_wal: &str) -> Manifest {
+        let started_at = chrono::NaiveDateTime::parse_from_str(name, "%Y%m%dT%H%M%SZ")
+            .unwrap()
+            .and_utc();
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "name": name, "cluster": "main", "binding": "15-1",
+            "system_identifier": "1", "major": 15, "server_version": "PostgreSQL 15",
+            "server_version_num": 150000, "timeline": 1, "start_lsn": "0/1000028",
+            "stop_lsn": "0/1000100", "start_wal": start_wal, "stop_wal": start_wal,
+            "started_at": started_at, "stopped_at": started_at, "wal_segment_size": MIB16,
+            "block_size": 8192, "data_checksums": false, "compression": "zstd:3",
+            "host": "h", "pgdata": "/d", "reached": "r", "owner_uid": 0, "owner_gid": 0,
+            "backup_label": "", "tablespace_map": "", "tablespaces": [], "size": 1,
+            "stored_size": 1, "parts": [], "directories": [], "files": [], "bad_pages": []
+        }))
+        .unwrap()
+    }
+
+    fn object(key: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size: 10,
+            last_modified: Utc::now(),
+        }
+    }
+
+    fn wal(name: &str) -> StoredWal {
+        StoredWal {
+            key: format!("main/wal/15-1/x/{name}"),
+            name: WalFileName::parse(name).unwrap(),
+            checksum: Checksum::of(name.as_bytes()),
+            compression: Compression::None,
+            stored_size: 100,
+        }
+    }
+
+    fn inventory() -> Inventory {
+        let names = [
+            ("20261125T100000Z", "000000010000000000000002"),
+            ("20261125T110000Z", "000000010000000000000004"),
+            ("20261125T120000Z", "000000010000000000000006"),
+            ("20261125T130000Z", "000000020000000000000008"),
+        ];
+        let mut objects = Vec::new();
+        for (n, _) in &names {
+            for f in ["manifest.json", "part-0000.tar.zst", "proofs/x.json"] {
+                objects.push(object(&format!("main/backups/15-1/{n}/{f}")));
+            }
+        }
+        objects.push(object(
+            "main/backups/15-1/20261125T103000Z/part-0000.tar.zst",
+        ));
+        objects.push(object(
+            "main/backups/15-1/20261125T140000Z/part-0000.tar.zst",
+        ));
+        let wal_names = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000002.00000028.backup",
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000010000000000000005",
+            "000000010000000000000006",
+            "000000010000000000000007.partial",
+            "00000002.history",
+            "000000020000000000000007",
+            "000000020000000000000008",
+        ];
+        Inventory {
+            backups: names.iter().map(|(n, w)| manifest(n, w)).collect(),
+            permanent: BTreeSet::new(),
+            backup_objects: objects,
+            wal: BTreeMap::from([(
+                "15-1".to_string(),
+                wal_names.iter().map(|n| wal(n)).collect(),
+            )]),
+            backups_root: "main/backups".into(),
+        }
+    }
+
+    fn kept(p: &Plan) -> Vec<&str> {
+        p.backups
+            .iter()
+            .filter(|b| b.keep)
+            .map(|b| b.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn retain_keeps_the_newest_and_their_wal() {
+        let inv = inventory();
+        let p = plan(&inv, &Rule::Retain(2)).unwrap();
+        assert_eq!(kept(&p), ["20261125T120000Z", "20261125T130000Z"]);
+        let gone = &p.backups[0];
+        assert_eq!(gone.reason, Reason::BeyondRetain(2));
+        assert!(gone.objects[0].key.ends_with("/manifest.json"));
+        assert_eq!(gone.objects.len(), 3);
+        let w = &p.wal[0];
+        assert_eq!(w.keep_from.unwrap().to_string(), "000000010000000000000006");
+        let deleted: Vec<String> = w.delete.iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(
+            deleted,
+            [
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000002.00000028.backup",
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000010000000000000005",
+            ]
+        );
+        // The history file, the .partial and both timelines' later WAL stay.
+        assert_eq!(w.kept_files, 5);
+        // Debris: the incomplete directory older than the newest complete backup only.
+        assert_eq!(p.debris.len(), 1);
+        assert_eq!(p.debris[0].name, "20261125T103000Z");
+    }
+
+    #[test]
+    fn permanent_backups_stay_and_keep_their_wal() {
+        let mut inv = inventory();
+        inv.permanent
+            .insert(("15-1".into(), "20261125T110000Z".into()));
+        let p = plan(&inv, &Rule::Retain(1)).unwrap();
+        assert_eq!(kept(&p), ["20261125T110000Z", "20261125T130000Z"]);
+        assert_eq!(p.backups[1].reason, Reason::Permanent);
+        assert_eq!(p.backups[3].reason, Reason::Newest);
+        assert_eq!(
+            p.wal[0].keep_from.unwrap().to_string(),
+            "000000010000000000000004"
+        );
+        assert_eq!(p.wal[0].delete.len(), 4);
+    }
+
+    #[test]
+    fn before_never_takes_the_newest() {
+        let inv = inventory();
+        let late = "2030-01-01T00:00:00Z".parse().unwrap();
+        let p = plan(&inv, &Rule::BeforeTime(late)).unwrap();
+        assert_eq!(kept(&p), ["20261125T130000Z"]);
+        let p = plan(&inv, &Rule::BeforeBackup("20261125T120000Z".into())).unwrap();
+        assert_eq!(kept(&p), ["20261125T120000Z", "20261125T130000Z"]);
+        assert!(matches!(p.backups[2].reason, Reason::NotBefore(_)));
+        let err = plan(&inv, &Rule::BeforeBackup("nope".into()))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(plan(&inv, &Rule::Retain(0)).is_err());
+    }
+
+    #[test]
+    fn nothing_to_keep_leaves_wal_alone() {
+        let mut inv = inventory();
+        inv.backups.clear();
+        let p = plan(&inv, &Rule::Retain(1)).unwrap();
+        assert!(p.wal[0].delete.is_empty());
+        assert!(
+            p.debris.is_empty(),
+            "without a complete backup nothing is debris"
+        );
+    }
+}

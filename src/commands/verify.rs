@@ -1,0 +1,414 @@
+//! `pgproof verify [--backup NAME]`: reads every backup and WAL object back
+//! from storage and checks it: documents against their own checksums, each
+//! part against its stored checksum and each file in it against the
+//! manifest (the same reader restore uses, writing nowhere), each WAL file
+//! against the checksum in its key and its page headers against the binding,
+//! and WAL continuity per timeline from each backup's start to the newest
+//! segment. Every problem is reported with the object's key; reading goes
+//! on after a problem, so one run lists them all.
+
+use super::cluster::open_repository;
+use super::wal_fetch::check_segment_identity;
+use crate::codec::Compression;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::history::{TimelineSwitch, parse_backup_history, parse_timeline_history};
+use crate::pg::walheader::SegmentHeader;
+use crate::pg::walname::{Segment, WalFileName};
+use crate::repo::continuity::{self, Gap};
+use crate::repo::identity::Binding;
+use crate::repo::manifest::Manifest;
+use crate::repo::part_reader::{Discard, PartTotals, expected_files, read_part};
+use crate::repo::permanent::PermanentMark;
+use crate::repo::proof::Proof;
+use crate::repo::wal::StoredWal;
+use crate::repo::{Repository, document, layout};
+use crate::report;
+use crate::settings::Settings;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Objects read at once. WAL files are held whole (16 MiB each by default),
+/// parts are streamed: memory stays at a few segments.
+const PARALLEL_READS: usize = 4;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub backup: Option<String>,
+}
+
+/// What verify found: the text to print and how many problems it lists.
+pub struct Outcome {
+    pub text: String,
+    pub problems: usize,
+}
+
+#[derive(Default)]
+struct Tally {
+    backups: usize,
+    parts: usize,
+    files: usize,
+    bytes: u64,
+    wal_files: usize,
+    problems: Vec<String>,
+}
+
+impl Tally {
+    fn problem(&mut self, text: String) {
+        tracing::warn!("{text}");
+        self.problems.push(text);
+    }
+}
+
+pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let repo = open_repository(settings)?;
+    tracing::info!(
+        "verifying {} (from {}){}",
+        repo.describe(),
+        settings.repo.origin,
+        opts.backup
+            .as_deref()
+            .map(|b| format!(", backup {b} and the WAL it needs"))
+            .unwrap_or_default()
+    );
+    let Some(record) = repo.load_record().await? else {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{} holds nothing: it has no identity record",
+                repo.describe()
+            ),
+        )
+        .with_hint("check --repo and --cluster; `pgproof backup-list` shows what a prefix holds"));
+    };
+    let mut tally = Tally::default();
+
+    let backups = read_documents(&repo, opts.backup.as_deref(), &mut tally).await?;
+    if let Some(name) = &opts.backup
+        && !backups.iter().any(|m| &m.name == name)
+        && tally.problems.is_empty()
+    {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{} has no backup named {name}", repo.describe()),
+        )
+        .with_hint("`pgproof backup-list` shows the backups there are"));
+    }
+    tally.backups = backups.len();
+    verify_parts(&repo, &backups, &mut tally).await;
+
+    for binding in &record.bindings {
+        let mine: Vec<&Manifest> = backups.iter().filter(|m| m.binding == binding.id).collect();
+        if opts.backup.is_some() && mine.is_empty() {
+            continue;
+        }
+        verify_wal(&repo, binding, &mine, opts.backup.is_some(), &mut tally).await?;
+    }
+
+    let mut text: String = tally.problems.iter().map(|p| format!("{p}\n")).collect();
+    text += &format!(
+        "verified {} backup{} ({} parts, {} files, {}) and {} WAL files of {} in {}: {} problem{}\n",
+        tally.backups,
+        if tally.backups == 1 { "" } else { "s" },
+        tally.parts,
+        tally.files,
+        report::bytes(tally.bytes),
+        tally.wal_files,
+        repo.describe(),
+        report::duration(started.elapsed()),
+        tally.problems.len(),
+        if tally.problems.len() == 1 { "" } else { "s" },
+    );
+    Ok(Outcome {
+        text,
+        problems: tally.problems.len(),
+    })
+}
+
+/// Decodes every manifest (or the named backup's), proof and permanent mark;
+/// returns the manifests that decode, oldest first.
+async fn read_documents(
+    repo: &Repository,
+    only: Option<&str>,
+    tally: &mut Tally,
+) -> Result<Vec<Manifest>> {
+    let root = format!("{}/backups", repo.cluster());
+    let objects = repo.storage().list_all(&root).await?;
+    let mut manifests = Vec::new();
+    for o in &objects {
+        let Some(rest) = o.key.strip_prefix(&format!("{root}/")) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (name, file) = match parts[..] {
+            [_, name, file] => (name, file),
+            [_, name, "proofs", _] => (name, "proof"),
+            _ => continue,
+        };
+        if only.is_some_and(|b| b != name) {
+            continue;
+        }
+        let bytes = match repo.storage().get(&o.key).await {
+            Ok(b) => b,
+            Err(e) => {
+                tally.problem(format!("{}: cannot be read: {e}", o.key));
+                continue;
+            }
+        };
+        let decoded = match file {
+            "manifest.json" => document::decode::<Manifest>(&bytes, &format!("manifest {}", o.key))
+                .map(|m| manifests.push(m)),
+            "permanent.json" => {
+                document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
+                    .map(drop)
+            }
+            "proof" => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = decoded {
+            tally.problem(e.to_string());
+        }
+    }
+    manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.name.cmp(&b.name)));
+    Ok(manifests)
+}
+
+async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally) {
+    struct Job {
+        backup: usize,
+        part: usize,
+    }
+    let mut jobs = Vec::new();
+    let mut expected = Vec::new();
+    for (b, m) in backups.iter().enumerate() {
+        expected.push(Arc::new(expected_files(&m.files)));
+        for part in 0..m.parts.len() {
+            jobs.push(Job { backup: b, part });
+        }
+    }
+    let total = jobs.len();
+    let mut held = vec![0usize; backups.len()];
+    let mut complete = vec![true; backups.len()];
+    let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
+        let m = &backups[job.backup];
+        let part = &m.parts[job.part];
+        let key = layout::backup_part(repo.cluster(), &m.binding, &m.name, &part.name);
+        let expected = expected[job.backup].clone();
+        let (index, stored_checksum) = (job.part, part.stored_checksum);
+        async move {
+            let result = async {
+                let compression: Compression = m.compression.parse()?;
+                let reader = match repo.storage().blocking_reader(&key).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!("part {key} of backup {} is missing", m.name),
+                        ));
+                    }
+                    other => other?,
+                };
+                let key = key.clone();
+                tokio::task::spawn_blocking(move || {
+                    read_part(
+                        reader,
+                        compression,
+                        index,
+                        &expected,
+                        &key,
+                        stored_checksum,
+                        &mut Discard,
+                    )
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::LocalIo, "verify task failed").with_source(e))?
+            }
+            .await;
+            (job.backup, result)
+        }
+    }))
+    .buffer_unordered(PARALLEL_READS);
+    let mut done = 0;
+    let mut last_report = Instant::now();
+    while let Some((backup, result)) = results.next().await {
+        done += 1;
+        match result {
+            Ok(PartTotals { files, bytes }) => {
+                tally.parts += 1;
+                tally.files += files;
+                tally.bytes += bytes;
+                held[backup] += files;
+            }
+            Err(e) => {
+                complete[backup] = false;
+                tally.problem(e.to_string());
+            }
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            tracing::info!(
+                "read {done} of {total} parts ({} files, {})",
+                tally.files,
+                report::bytes(tally.bytes)
+            );
+        }
+    }
+    for (b, m) in backups.iter().enumerate() {
+        if complete[b] && held[b] != m.files.len() {
+            tally.problem(format!(
+                "backup {} lists {} files but its parts hold {}",
+                m.name,
+                m.files.len(),
+                held[b]
+            ));
+        }
+    }
+}
+
+/// Reads back the WAL of one binding (from the backup's start on, when one
+/// backup is verified), then checks continuity from each backup's start.
+async fn verify_wal(
+    repo: &Repository,
+    binding: &Binding,
+    backups: &[&Manifest],
+    only_needed: bool,
+    tally: &mut Tally,
+) -> Result<()> {
+    let segment_size = u64::from(binding.wal_segment_size);
+    let starts: Vec<(&str, Option<Segment>)> = backups
+        .iter()
+        .map(|m| {
+            let seg = WalFileName::parse(&m.start_wal)
+                .ok()
+                .and_then(|n| n.segment());
+            (m.name.as_str(), seg)
+        })
+        .collect();
+    for (name, seg) in &starts {
+        if seg.is_none() {
+            tally.problem(format!(
+                "backup {name}: its manifest's start WAL is not a segment name"
+            ));
+        }
+    }
+    let first_needed = starts
+        .iter()
+        .filter_map(|(_, s)| s.map(|s| s.number(segment_size)))
+        .min();
+    let stored: Vec<StoredWal> = repo
+        .list_wal(&binding.id)
+        .await?
+        .into_iter()
+        .filter(|s| match (only_needed, s.name.segment(), first_needed) {
+            (true, Some(seg), Some(first)) => seg.number(segment_size) >= first,
+            _ => true,
+        })
+        .collect();
+
+    let mut by_name: BTreeMap<WalFileName, BTreeSet<String>> = BTreeMap::new();
+    for s in &stored {
+        by_name
+            .entry(s.name)
+            .or_default()
+            .insert(s.checksum.to_hex());
+    }
+    for (name, sums) in &by_name {
+        if sums.len() > 1 {
+            tally.problem(format!(
+                "{} different copies of {name} are stored under {}",
+                sums.len(),
+                layout::wal_dir(repo.cluster(), &binding.id, *name)
+            ));
+        }
+    }
+
+    let total = stored.len();
+    let mut histories: BTreeMap<u32, Vec<TimelineSwitch>> = BTreeMap::new();
+    let mut results = futures::stream::iter(stored.iter().map(|s| async move {
+        let content = repo.fetch_wal(s).await?;
+        tokio::task::spawn_blocking({
+            let s = s.clone();
+            let binding = binding.clone();
+            move || check_wal_content(&s, &content, &binding, segment_size)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::LocalIo, "verify task failed").with_source(e))?
+    }))
+    .buffer_unordered(PARALLEL_READS);
+    let mut done = 0;
+    let mut last_report = Instant::now();
+    while let Some(result) = results.next().await {
+        done += 1;
+        match result {
+            Ok(Some((tli, history))) => {
+                histories.insert(tli, history);
+                tally.wal_files += 1;
+            }
+            Ok(None) => tally.wal_files += 1,
+            Err(e) => tally.problem(e.to_string()),
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            tracing::info!("read {done} of {total} WAL files of {}", binding.id);
+        }
+    }
+
+    let archived: Vec<WalFileName> = by_name.keys().copied().collect();
+    let mut gaps: BTreeMap<(u32, Segment), (Gap, Vec<&str>)> = BTreeMap::new();
+    for (name, start) in starts {
+        let Some(start) = start else { continue };
+        for gap in continuity::gaps(start, &archived, &histories, segment_size) {
+            gaps.entry((gap.timeline, gap.first_missing))
+                .or_insert((gap, Vec::new()))
+                .1
+                .push(name);
+        }
+    }
+    for (gap, names) in gaps.into_values() {
+        tally.problem(format!(
+            "WAL gap in {}: {gap} missing; backup{} {} cannot replay past it",
+            layout::wal_root(repo.cluster(), &binding.id),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what a WAL file's checksum cannot: that it is what its name says.
+/// Returns a timeline history file's parsed content.
+fn check_wal_content(
+    s: &StoredWal,
+    content: &[u8],
+    binding: &Binding,
+    segment_size: u64,
+) -> Result<Option<(u32, Vec<TimelineSwitch>)>> {
+    let named = |e: Error| e.context(format!("stored object {}", s.key));
+    match s.name {
+        WalFileName::History(tli) => {
+            let history =
+                parse_timeline_history(&String::from_utf8_lossy(content)).map_err(named)?;
+            Ok(Some((tli, history)))
+        }
+        WalFileName::BackupHistory(..) => {
+            parse_backup_history(&String::from_utf8_lossy(content)).map_err(named)?;
+            Ok(None)
+        }
+        WalFileName::Segment(_) | WalFileName::Partial(_) => {
+            check_segment_identity(s.name, content, binding).map_err(named)?;
+            if matches!(s.name, WalFileName::Segment(_)) {
+                let header = SegmentHeader::parse(content).map_err(named)?;
+                if u64::from(header.segment_size) != segment_size {
+                    return Err(named(Error::corrupt(format!(
+                        "its header says segments are {} bytes, the binding {segment_size}",
+                        header.segment_size
+                    ))));
+                }
+                header.check_pages(content).map_err(named)?;
+            }
+            Ok(None)
+        }
+    }
+}
