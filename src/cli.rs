@@ -2,7 +2,8 @@
 //! text), settings resolution, and the mapping of results to exit statuses.
 
 use crate::commands::{
-    backup_list, backup_mark, backup_push, check, delete, restore, verify, wal_fetch, wal_push,
+    backup_list, backup_mark, backup_push, check, delete, restore, status, verify, wal_fetch,
+    wal_push,
 };
 use crate::error::Error;
 use crate::report::{self, Verbosity};
@@ -204,6 +205,38 @@ pub enum Command {
         #[arg(long, default_value = "60s", value_name = "DURATION")]
         archive_timeout: String,
     },
+    /// How well a cluster (or, with --all, every cluster in the repository) is protected
+    ///
+    /// Exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, as monitoring plugins do.
+    Status {
+        /// Every cluster prefix in the repository, not just the configured cluster
+        #[arg(long)]
+        all: bool,
+        /// Print JSON for scripts
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Print Prometheus text-format metrics
+        #[arg(long)]
+        prometheus: bool,
+        /// WARNING when the newest archived WAL is older ("off" to disable)
+        #[arg(long, env = "PGPROOF_WARN_WAL_AGE", default_value = "1h", value_name = "AGE")]
+        warn_wal_age: String,
+        /// CRITICAL when the newest archived WAL is older
+        #[arg(long, env = "PGPROOF_CRIT_WAL_AGE", default_value = "6h", value_name = "AGE")]
+        crit_wal_age: String,
+        /// WARNING when the newest complete backup is older
+        #[arg(long, env = "PGPROOF_WARN_BACKUP_AGE", default_value = "26h", value_name = "AGE")]
+        warn_backup_age: String,
+        /// CRITICAL when the newest complete backup is older
+        #[arg(long, env = "PGPROOF_CRIT_BACKUP_AGE", default_value = "50h", value_name = "AGE")]
+        crit_backup_age: String,
+        /// WARNING when the newest proof is older, or there is none
+        #[arg(long, env = "PGPROOF_WARN_PROOF_AGE", default_value = "off", value_name = "AGE")]
+        warn_proof_age: String,
+        /// CRITICAL when the newest proof is older, or there is none
+        #[arg(long, env = "PGPROOF_CRIT_PROOF_AGE", default_value = "off", value_name = "AGE")]
+        crit_proof_age: String,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -219,6 +252,7 @@ impl Command {
             Command::BackupList { .. } => "backup-list",
             Command::Restore { .. } => "restore",
             Command::Check { .. } => "check",
+            Command::Status { .. } => "status",
             Command::BackupMark { .. } => "backup-mark",
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
@@ -468,6 +502,62 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     }
                 }
                 Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Status {
+            all,
+            json,
+            prometheus,
+            warn_wal_age,
+            crit_wal_age,
+            warn_backup_age,
+            crit_backup_age,
+            warn_proof_age,
+            crit_proof_age,
+        } => {
+            let result = async {
+                let age = |text: &str, name: &str| -> Result<Option<std::time::Duration>, Error> {
+                    if text == "off" {
+                        return Ok(None);
+                    }
+                    crate::settings::parse_duration(text)
+                        .map(Some)
+                        .map_err(|e| e.context(format!("--{name}")))
+                };
+                let thresholds = status::Thresholds {
+                    wal_warning: age(warn_wal_age, "warn-wal-age")?,
+                    wal_critical: age(crit_wal_age, "crit-wal-age")?,
+                    backup_warning: age(warn_backup_age, "warn-backup-age")?,
+                    backup_critical: age(crit_backup_age, "crit-backup-age")?,
+                    proof_warning: age(warn_proof_age, "warn-proof-age")?,
+                    proof_critical: age(crit_proof_age, "crit-proof-age")?,
+                };
+                let repo_settings = crate::settings::RepositorySettings::resolve(&over)?;
+                let cluster = if *all {
+                    None
+                } else {
+                    Some(Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?.cluster.value)
+                };
+                let opts = status::StatusOptions {
+                    cluster,
+                    format: if *json {
+                        status::Format::Json
+                    } else if *prometheus {
+                        status::Format::Prometheus
+                    } else {
+                        status::Format::Text
+                    },
+                    thresholds,
+                };
+                status::run(&repo_settings, &opts).await
+            };
+            match result.await {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    report.verdict.exit_code()
+                }
+                // Monitoring reads anything it cannot trust as UNKNOWN.
+                Err(e) => fail(label, &e, status::Verdict::Unknown.exit_code()),
             }
         }
         Command::WalPrefetch { name } => {

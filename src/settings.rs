@@ -240,6 +240,59 @@ impl Settings {
     }
 }
 
+/// What commands over a whole repository (`status --all`) need: the
+/// repository and time limit, with no cluster chosen.
+#[derive(Debug, Clone)]
+pub struct RepositorySettings {
+    pub repo: Sourced<RepoUrl>,
+    pub timeout: Duration,
+    pub config_file: Option<PathBuf>,
+}
+
+impl RepositorySettings {
+    /// The repository from flags/environment, else the configuration file's
+    /// top-level `repo`, else the one repository all its sections share.
+    pub fn resolve(over: &Overrides) -> Result<RepositorySettings> {
+        let (file, config_file) = load_file(over.config.as_ref())?;
+        let file_origin = || Origin::File(config_file.clone().unwrap_or_default());
+        let shared_section_repo = {
+            let repos: std::collections::BTreeSet<&String> =
+                file.clusters.values().filter_map(|c| c.repo.as_ref()).collect();
+            (repos.len() == 1).then(|| repos.into_iter().next().cloned()).flatten()
+        };
+        let text = over
+            .repo
+            .clone()
+            .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin())))
+            .or_else(|| shared_section_repo.map(|r| Sourced::new(r, file_origin())))
+            .ok_or_else(|| {
+                Error::config("no repository is configured").with_hint(
+                    "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
+                )
+            })?;
+        let repo = Sourced::new(
+            text.value
+                .parse::<RepoUrl>()
+                .map_err(|e| e.context(format!("repository from {}", text.origin)))?,
+            text.origin,
+        );
+        let timeout = match over
+            .timeout
+            .clone()
+            .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin())))
+        {
+            Some(t) => parse_duration(&t.value)
+                .map_err(|e| e.context(format!("timeout from {}", t.origin)))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(RepositorySettings {
+            repo,
+            timeout,
+            config_file,
+        })
+    }
+}
+
 fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
     let path = match explicit {
         Some(p) => p.value.clone(),

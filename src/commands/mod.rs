@@ -8,6 +8,7 @@ pub mod check;
 pub mod cluster;
 pub mod delete;
 pub mod restore;
+pub mod status;
 pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;

@@ -94,3 +94,18 @@ pub struct BadPage {
     pub path: String,
     pub block: u64,
 }
+
+impl Manifest {
+    /// The first WAL segment a restore of this backup needs.
+    pub fn start_segment(&self) -> crate::error::Result<crate::pg::walname::Segment> {
+        crate::pg::walname::WalFileName::parse(&self.start_wal)
+            .ok()
+            .and_then(|n| n.segment())
+            .ok_or_else(|| {
+                crate::error::Error::corrupt(format!(
+                    "manifest of backup {} names start WAL {:?}, which is not a segment",
+                    self.name, self.start_wal
+                ))
+            })
+    }
+}

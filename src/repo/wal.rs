@@ -53,6 +53,8 @@ pub struct StoredWal {
     pub checksum: Checksum,
     pub compression: Compression,
     pub stored_size: u64,
+    /// When the object was stored, as the storage reports it.
+    pub stored_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +221,7 @@ fn stored_wal(o: crate::storage::ObjectInfo) -> Option<StoredWal> {
         checksum,
         compression,
         stored_size: o.size,
+        stored_at: o.last_modified,
     })
 }
 

@@ -213,6 +213,20 @@ impl Storage {
         Ok(listing.objects.into_iter().map(|m| self.info(m)).collect())
     }
 
+    /// The names of the directory-like prefixes directly inside `dir`
+    /// (`""` for the repository's root).
+    pub async fn list_subdirs(&self, dir: &str) -> Result<Vec<String>> {
+        let path = self.path(dir);
+        let listing = self
+            .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
+            .await?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
         ObjectInfo {
             key: self.relative(&meta.location),

@@ -14,7 +14,7 @@
 //!   completed; a newer one may be a backup running now and is left alone.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::walname::{Segment, WalFileName};
+use crate::pg::walname::Segment;
 use crate::repo::manifest::Manifest;
 use crate::repo::wal::StoredWal;
 use crate::storage::ObjectInfo;
@@ -143,19 +143,6 @@ impl Plan {
     }
 }
 
-/// A backup's start segment, from its manifest.
-pub fn start_segment(m: &Manifest) -> Result<Segment> {
-    WalFileName::parse(&m.start_wal)
-        .ok()
-        .and_then(|n| n.segment())
-        .ok_or_else(|| {
-            Error::corrupt(format!(
-                "manifest of backup {} names start WAL {:?}, which is not a segment",
-                m.name, m.start_wal
-            ))
-        })
-}
-
 pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
     let decisions = decide(&inv.backups, &inv.permanent, rule)?;
     let mut dirs = group_backup_dirs(inv);
@@ -195,7 +182,7 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
             if !d.keep || &m.binding != binding {
                 continue;
             }
-            let seg = start_segment(m)?;
+            let seg = m.start_segment()?;
             let number = seg.number(u64::from(m.wal_segment_size));
             if oldest.is_none_or(|(n, _)| number < n) {
                 oldest = Some((number, seg));
@@ -353,6 +340,7 @@ mod tests {
             checksum: Checksum::of(name.as_bytes()),
             compression: Compression::None,
             stored_size: 100,
+            stored_at: Utc::now(),
         }
     }
 

@@ -1,0 +1,257 @@
+//! `pgproof status [--all]`: how well each cluster in a repository is
+//! protected. For each cluster prefix: its identity, the newest archived
+//! WAL and its age, gaps in the archive since the oldest backup, the newest
+//! complete backup and its age, the newest proof, and a verdict from the
+//! operator's thresholds. Read-only; works from any host that can read the
+//! repository.
+
+mod render;
+pub mod verdict;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::walname::WalFileName;
+use crate::repo::{ClusterName, Repository, continuity, layout};
+use crate::settings::RepositorySettings;
+use crate::storage::Storage;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::Duration;
+pub use verdict::{Thresholds, Verdict};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// One cluster, or every prefix with an identity record when `None`.
+    pub cluster: Option<ClusterName>,
+    pub format: Format,
+    pub thresholds: Thresholds,
+}
+
+/// Everything status knows of one cluster prefix.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub repository: String,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    pub system_identifier: Option<String>,
+    pub major: Option<u32>,
+    pub binding: Option<String>,
+    pub wal: Option<WalStatus>,
+    /// Missing WAL between the oldest complete backup and the newest segment.
+    pub gaps: Vec<String>,
+    pub backups: usize,
+    pub oldest_backup: Option<String>,
+    pub newest_backup: Option<BackupStatus>,
+    pub newest_proof: Option<ProofStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalStatus {
+    pub newest: String,
+    pub stored_at: DateTime<Utc>,
+    pub age_seconds: u64,
+    pub files: usize,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStatus {
+    pub name: String,
+    pub stopped_at: DateTime<Utc>,
+    pub age_seconds: u64,
+    pub size: u64,
+    pub stored_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProofStatus {
+    pub backup: String,
+    pub succeeded: bool,
+    pub finished_at: DateTime<Utc>,
+    pub age_seconds: u64,
+}
+
+pub struct StatusReport {
+    pub text: String,
+    /// The worst verdict: the exit status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    pub verdict: Verdict,
+}
+
+pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<StatusReport> {
+    let storage = Storage::open(&settings.repo.value, settings.timeout)?;
+    let names = match &opts.cluster {
+        Some(name) => vec![name.clone()],
+        None => cluster_prefixes(&storage).await?,
+    };
+    if names.is_empty() && opts.cluster.is_none() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{} holds no cluster", settings.repo.value),
+        )
+        .with_hint("clusters appear once their first WAL segment or backup is stored"));
+    }
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for name in names {
+        let repo = Repository::new(storage.clone(), name.clone());
+        let status = match cluster_status(&repo, now, &opts.thresholds).await {
+            Ok(s) => s,
+            Err(e) => unknown(&repo, &e),
+        };
+        statuses.push(status);
+    }
+    let verdict = statuses
+        .iter()
+        .map(|s| s.verdict)
+        .max()
+        .unwrap_or(Verdict::Ok);
+    let text = match opts.format {
+        Format::Text => render::text(&statuses, opts.cluster.is_none()),
+        Format::Json => serde_json::to_string_pretty(&statuses).expect("statuses serialize") + "\n",
+        Format::Prometheus => render::prometheus(&statuses),
+    };
+    Ok(StatusReport { text, verdict })
+}
+
+/// The prefixes directly under the repository's root that hold an identity record.
+async fn cluster_prefixes(storage: &Storage) -> Result<Vec<ClusterName>> {
+    let mut names = Vec::new();
+    for dir in storage.list_subdirs("").await? {
+        let Ok(name) = ClusterName::new(&dir) else {
+            continue;
+        };
+        if storage.head(&layout::identity_record(&name)).await?.is_some() {
+            names.push(name);
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(names)
+}
+
+fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (now - then).to_std().unwrap_or(Duration::ZERO)
+}
+
+fn unknown(repo: &Repository, e: &Error) -> ClusterStatus {
+    ClusterStatus {
+        cluster: repo.cluster().to_string(),
+        repository: repo.describe(),
+        verdict: Verdict::Unknown,
+        reasons: vec![format!("UNKNOWN: {e}")],
+        system_identifier: None,
+        major: None,
+        binding: None,
+        wal: None,
+        gaps: Vec::new(),
+        backups: 0,
+        oldest_backup: None,
+        newest_backup: None,
+        newest_proof: None,
+    }
+}
+
+async fn cluster_status(
+    repo: &Repository,
+    now: DateTime<Utc>,
+    thresholds: &Thresholds,
+) -> Result<ClusterStatus> {
+    let Some(record) = repo.load_record().await? else {
+        let mut s = unknown(repo, &Error::new(ErrorKind::NotFound, ""));
+        s.verdict = Verdict::Critical;
+        s.reasons = vec![format!(
+            "CRITICAL: nothing is archived in {}: the cluster is not protected",
+            repo.describe()
+        )];
+        return Ok(s);
+    };
+    let binding = record.current().clone();
+    let seg_size = u64::from(binding.wal_segment_size);
+
+    let stored = repo.list_wal(&binding.id).await?;
+    let newest = stored
+        .iter()
+        .filter(|s| matches!(s.name, WalFileName::Segment(_)))
+        .max_by(|a, b| a.name.cmp(&b.name));
+    let wal = newest.map(|n| WalStatus {
+        newest: n.name.to_string(),
+        stored_at: n.stored_at,
+        age_seconds: age(now, n.stored_at).as_secs(),
+        files: stored.len(),
+        stored_bytes: stored.iter().map(|s| s.stored_size).sum(),
+    });
+
+    let backups: Vec<_> = repo
+        .backups()
+        .await?
+        .into_iter()
+        .filter(|m| m.binding == binding.id)
+        .collect();
+    let gaps = match backups.first() {
+        Some(oldest) => {
+            let start = oldest.start_segment()?;
+            let histories = repo.timeline_histories(&stored).await?;
+            let names: Vec<WalFileName> = stored.iter().map(|s| s.name).collect();
+            continuity::gaps(start, &names, &histories, seg_size)
+                .iter()
+                .map(|g| g.to_string())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let newest_backup = backups.last().map(|m| BackupStatus {
+        name: m.name.clone(),
+        stopped_at: m.stopped_at,
+        age_seconds: age(now, m.stopped_at).as_secs(),
+        size: m.size,
+        stored_size: m.stored_size,
+    });
+    let mut newest_proof: Option<ProofStatus> = None;
+    for m in &backups {
+        if let Some(p) = repo.newest_proof(&m.binding, &m.name).await?
+            && newest_proof
+                .as_ref()
+                .is_none_or(|n| n.finished_at < p.finished_at)
+        {
+            newest_proof = Some(ProofStatus {
+                backup: p.backup.clone(),
+                succeeded: p.succeeded,
+                finished_at: p.finished_at,
+                age_seconds: age(now, p.finished_at).as_secs(),
+            });
+        }
+    }
+
+    let facts = verdict::Facts {
+        newest_wal_age: wal.as_ref().map(|w| Duration::from_secs(w.age_seconds)),
+        newest_backup_age: newest_backup
+            .as_ref()
+            .map(|b| Duration::from_secs(b.age_seconds)),
+        newest_proof: newest_proof
+            .as_ref()
+            .map(|p| (Duration::from_secs(p.age_seconds), p.succeeded)),
+        gaps: gaps.clone(),
+    };
+    let (verdict, reasons) = verdict::judge(&facts, thresholds);
+    Ok(ClusterStatus {
+        cluster: repo.cluster().to_string(),
+        repository: repo.describe(),
+        verdict,
+        reasons,
+        system_identifier: Some(binding.system_identifier.to_string()),
+        major: Some(binding.major.number()),
+        binding: Some(binding.id.clone()),
+        wal,
+        gaps,
+        backups: backups.len(),
+        oldest_backup: backups.first().map(|m| m.name.clone()),
+        newest_backup,
+        newest_proof,
+    })
+}

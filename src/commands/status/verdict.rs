@@ -1,0 +1,222 @@
+//! The verdict on one cluster's protection, from its facts and the
+//! operator's thresholds: OK, WARNING or CRITICAL, with every reason.
+//! Exit statuses follow the Nagios convention so monitoring can run
+//! `pgproof status` as a check as it is.
+
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Ok,
+    Warning,
+    Critical,
+    /// The repository could not be read for this cluster.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Ages past which a cluster is WARNING or CRITICAL; `None` turns a check off.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub wal_warning: Option<Duration>,
+    pub wal_critical: Option<Duration>,
+    pub backup_warning: Option<Duration>,
+    pub backup_critical: Option<Duration>,
+    pub proof_warning: Option<Duration>,
+    pub proof_critical: Option<Duration>,
+}
+
+impl Default for Thresholds {
+    /// Daily backups and a busy archive (or `archive_timeout` set): a
+    /// segment every hour at least. Proofs are not required until asked for.
+    fn default() -> Self {
+        Thresholds {
+            wal_warning: Some(Duration::from_secs(3600)),
+            wal_critical: Some(Duration::from_secs(6 * 3600)),
+            backup_warning: Some(Duration::from_secs(26 * 3600)),
+            backup_critical: Some(Duration::from_secs(50 * 3600)),
+            proof_warning: None,
+            proof_critical: None,
+        }
+    }
+}
+
+/// What the verdict is made from.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub newest_wal_age: Option<Duration>,
+    pub newest_backup_age: Option<Duration>,
+    /// Age of the newest proof, and whether it succeeded.
+    pub newest_proof: Option<(Duration, bool)>,
+    pub gaps: Vec<String>,
+}
+
+pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
+    let mut verdict = Verdict::Ok;
+    let mut reasons = Vec::new();
+    let mut raise = |level: Verdict, why: String| {
+        verdict = verdict.max(level);
+        reasons.push(format!("{}: {why}", level.as_str()));
+    };
+    let mut age_check = |what: &str, age: Option<Duration>, warn: Option<Duration>, crit: Option<Duration>, missing: &str| {
+        match age {
+            None => raise(Verdict::Critical, missing.to_string()),
+            Some(age) => {
+                if let Some(c) = crit.filter(|c| age > *c) {
+                    raise(
+                        Verdict::Critical,
+                        format!("{what} is {} old (critical after {})", human(age), human(c)),
+                    );
+                } else if let Some(w) = warn.filter(|w| age > *w) {
+                    raise(
+                        Verdict::Warning,
+                        format!("{what} is {} old (warning after {})", human(age), human(w)),
+                    );
+                }
+            }
+        }
+    };
+    age_check(
+        "the newest archived WAL",
+        facts.newest_wal_age,
+        t.wal_warning,
+        t.wal_critical,
+        "no WAL is archived",
+    );
+    age_check(
+        "the newest complete backup",
+        facts.newest_backup_age,
+        t.backup_warning,
+        t.backup_critical,
+        "there is no complete backup",
+    );
+    if !facts.gaps.is_empty() {
+        raise(
+            Verdict::Critical,
+            format!(
+                "the archive lacks WAL a restore needs: {}",
+                facts.gaps.join(", ")
+            ),
+        );
+    }
+    match facts.newest_proof {
+        Some((_, false)) => raise(
+            Verdict::Warning,
+            "the newest proof failed; see `pgproof backup-list`".into(),
+        ),
+        Some((age, true)) => {
+            if let Some(c) = t.proof_critical.filter(|c| age > *c) {
+                raise(
+                    Verdict::Critical,
+                    format!("the newest proof is {} old (critical after {})", human(age), human(c)),
+                );
+            } else if let Some(w) = t.proof_warning.filter(|w| age > *w) {
+                raise(
+                    Verdict::Warning,
+                    format!("the newest proof is {} old (warning after {})", human(age), human(w)),
+                );
+            }
+        }
+        None => {
+            if t.proof_critical.is_some() {
+                raise(Verdict::Critical, "no backup was ever proven".into());
+            } else if t.proof_warning.is_some() {
+                raise(Verdict::Warning, "no backup was ever proven".into());
+            }
+        }
+    }
+    (verdict, reasons)
+}
+
+/// `3h 12m`: ages to the minute (to the second under a minute).
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    humantime::format_duration(Duration::from_secs(secs / 60 * 60)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3600;
+
+    fn healthy() -> Facts {
+        Facts {
+            newest_wal_age: Some(Duration::from_secs(60)),
+            newest_backup_age: Some(Duration::from_secs(2 * H)),
+            newest_proof: Some((Duration::from_secs(3 * H), true)),
+            gaps: vec![],
+        }
+    }
+
+    #[test]
+    fn healthy_is_ok() {
+        assert_eq!(judge(&healthy(), &Thresholds::default()), (Verdict::Ok, vec![]));
+    }
+
+    #[test]
+    fn each_threshold_raises_the_verdict() {
+        let t = Thresholds::default();
+        let mut f = healthy();
+        f.newest_wal_age = Some(Duration::from_secs(2 * H));
+        let (v, why) = judge(&f, &t);
+        assert_eq!(v, Verdict::Warning);
+        assert_eq!(why, ["WARNING: the newest archived WAL is 2h old (warning after 1h)"]);
+        f.newest_wal_age = Some(Duration::from_secs(7 * H));
+        assert_eq!(judge(&f, &t).0, Verdict::Critical);
+        let mut f = healthy();
+        f.newest_backup_age = Some(Duration::from_secs(30 * H));
+        assert_eq!(judge(&f, &t).0, Verdict::Warning);
+        f.newest_backup_age = None;
+        assert_eq!(judge(&f, &t).0, Verdict::Critical);
+        let mut f = healthy();
+        f.gaps = vec!["000000010000000000000005".into()];
+        let (v, why) = judge(&f, &t);
+        assert_eq!(v, Verdict::Critical);
+        assert!(why[0].contains("000000010000000000000005"));
+    }
+
+    #[test]
+    fn proofs_count_only_when_asked_for_or_failed() {
+        let mut f = healthy();
+        f.newest_proof = None;
+        assert_eq!(judge(&f, &Thresholds::default()).0, Verdict::Ok);
+        let strict = Thresholds {
+            proof_warning: Some(Duration::from_secs(24 * H)),
+            ..Default::default()
+        };
+        assert_eq!(judge(&f, &strict).0, Verdict::Warning);
+        f.newest_proof = Some((Duration::from_secs(H), false));
+        assert_eq!(judge(&f, &Thresholds::default()).0, Verdict::Warning);
+    }
+
+    #[test]
+    fn ages_read_as_operators_say_them() {
+        assert_eq!(human(Duration::from_secs(42)), "42s");
+        assert_eq!(human(Duration::from_secs(3 * H + 12 * 60 + 5)), "3h 12m");
+    }
+}
