@@ -143,8 +143,9 @@ async fn read_documents(
             continue;
         };
         let parts: Vec<&str> = rest.split('/').collect();
+        // Parts are read in `verify_parts`, against the manifest that lists them.
         let (name, file) = match parts[..] {
-            [_, name, file] => (name, file),
+            [_, name, file @ ("manifest.json" | "permanent.json")] => (name, file),
             [_, name, "proofs", _] => (name, "proof"),
             _ => continue,
         };
@@ -165,8 +166,7 @@ async fn read_documents(
                 document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
                     .map(drop)
             }
-            "proof" => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
-            _ => Ok(()),
+            _ => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
         };
         if let Err(e) = decoded {
             tally.problem(e.to_string());
