@@ -161,7 +161,17 @@ async fn read_documents(
         };
         let decoded = match file {
             "manifest.json" => document::decode::<Manifest>(&bytes, &format!("manifest {}", o.key))
-                .map(|m| manifests.push(m)),
+                .and_then(|m| {
+                    // A manifest copied into another backup's directory would restore the wrong parts.
+                    if m.name != name || m.binding != parts[0] {
+                        return Err(Error::corrupt(format!(
+                            "manifest {} describes backup {} of binding {}, not the backup of its directory",
+                            o.key, m.name, m.binding
+                        )));
+                    }
+                    manifests.push(m);
+                    Ok(())
+                }),
             "permanent.json" => {
                 document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
                     .map(drop)
