@@ -424,3 +424,106 @@ fn delete_and_verify_over_s3_15() {
         stdout(&out)
     );
 }
+
+/// A point-in-time restore promoted to timeline 2 and archiving into the same
+/// prefix: verify follows the history file across the switch (and names a
+/// gap on the new timeline), delete keeps the history file, and the backup
+/// taken on timeline 2 still verifies afterwards.
+#[test]
+fn timelines_are_followed_by_verify_and_delete_15() {
+    if !wants_major(15) {
+        return;
+    }
+    let mut site = Site::new("timelines-15", 15, Backend::File);
+    site.step_and_backup(&[]);
+    site.step();
+    let target = site.cluster.query_one("SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    site.cluster.execute("INSERT INTO t VALUES (100)");
+    let last = site.cluster.write_and_switch(200);
+    site.cluster.wait_archived(&last);
+    site.cluster.stop();
+
+    // The promoted copy archives into the same prefix, on timeline 2.
+    let dest = site.scratch.path.join("promoted");
+    let out = site.run(&[
+        "restore",
+        dest.to_str().unwrap(),
+        "--target-time",
+        &target,
+        "--target-action",
+        "promote",
+    ]);
+    assert_exit(&out, 0);
+    let mut promoted = Cluster::restored(&site.scratch, "promoted", 15, dest);
+    promoted.env = site.repo.env.clone();
+    promoted.archive_with(&format!("--repo {} --cluster main", site.repo.url));
+    promoted.start();
+    wait_until("the restored server is promoted", SERVER_WAIT, || {
+        promoted
+            .try_query_one("SELECT pg_is_in_recovery()::text")
+            .as_deref()
+            == Some("false")
+    });
+    assert_eq!(promoted.query_one("SELECT count(*)::text FROM t"), "2");
+    let seg = promoted.write_and_switch(200);
+    assert!(seg.starts_with("00000002"), "{seg}");
+    promoted.wait_archived(&seg);
+    let wal_dir = site.repo_dir().join("main/wal");
+    wait_until("the history file is archived", SERVER_WAIT, || {
+        files_under(&wal_dir)
+            .iter()
+            .any(|p| file_name(p).starts_with("00000002.history-"))
+    });
+    let out = site.run(&["backup-push", promoted.pgdata.to_str().unwrap(), "--fast"]);
+    assert_exit(&out, 0);
+    let on_tl2 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let seg = promoted.write_and_switch(200);
+    promoted.wait_archived(&seg);
+
+    let out = site.run(&["verify"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("verified 2 backups ("),
+        "{}",
+        stdout(&out)
+    );
+
+    // Timeline 2's copy of the switch segment is what a restore from the first backup reads.
+    let switch = site
+        .wal_segments()
+        .into_iter()
+        .find(|s| s.starts_with("00000002"))
+        .unwrap();
+    let switch_file = find_file(&wal_dir, |n| n.starts_with(&format!("{switch}-")));
+    std::fs::rename(&switch_file, site.scratch.path.join("aside")).unwrap();
+    let out = site.run(&["verify", "--backup", &site.backups[0]]);
+    assert_exit(&out, 6);
+    assert!(
+        stdout(&out).contains(&format!("{switch} missing")),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::rename(site.scratch.path.join("aside"), &switch_file).unwrap();
+
+    let out = site.run(&["delete", "retain", "1", "--confirm"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("keep   backup {on_tl2}  newest")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        files_under(&wal_dir)
+            .iter()
+            .any(|p| file_name(p).starts_with("00000002.history-")),
+        "history files stay"
+    );
+    let out = site.run(&["verify"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("verified 1 backup ("),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -143,8 +143,9 @@ async fn read_documents(
             continue;
         };
         let parts: Vec<&str> = rest.split('/').collect();
+        // Parts are read in `verify_parts`, against the manifest that lists them.
         let (name, file) = match parts[..] {
-            [_, name, file] => (name, file),
+            [_, name, file @ ("manifest.json" | "permanent.json")] => (name, file),
             [_, name, "proofs", _] => (name, "proof"),
             _ => continue,
         };
@@ -160,13 +161,22 @@ async fn read_documents(
         };
         let decoded = match file {
             "manifest.json" => document::decode::<Manifest>(&bytes, &format!("manifest {}", o.key))
-                .map(|m| manifests.push(m)),
+                .and_then(|m| {
+                    // A manifest copied into another backup's directory would restore the wrong parts.
+                    if m.name != name || m.binding != parts[0] {
+                        return Err(Error::corrupt(format!(
+                            "manifest {} describes backup {} of binding {}, not the backup of its directory",
+                            o.key, m.name, m.binding
+                        )));
+                    }
+                    manifests.push(m);
+                    Ok(())
+                }),
             "permanent.json" => {
                 document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
                     .map(drop)
             }
-            "proof" => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
-            _ => Ok(()),
+            _ => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
         };
         if let Err(e) = decoded {
             tally.problem(e.to_string());

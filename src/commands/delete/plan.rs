@@ -242,7 +242,7 @@ pub fn decide(
                 .with_hint("retain at least 1; the newest complete backup is always kept"));
         }
         Rule::Retain(_) => None,
-        Rule::BeforeTime(t) => Some((*t, rule.to_string().trim_start_matches("before ").into())),
+        Rule::BeforeTime(t) => Some((*t, t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string())),
         Rule::BeforeBackup(name) => {
             let b = backups.iter().find(|b| &b.name == name).ok_or_else(|| {
                 Error::new(
@@ -270,8 +270,9 @@ pub fn decide(
                 (Rule::Retain(n), _) if from_newest < *n => (true, Reason::WithinRetain(*n)),
                 (Rule::Retain(n), _) => (false, Reason::BeyondRetain(*n)),
                 (_, Some((t, when))) if b.started_at < *t => (false, Reason::Before(when.clone())),
+                // `before` rules always have a cutoff; keeping is the safe answer regardless.
                 (_, Some((_, when))) => (true, Reason::NotBefore(when.clone())),
-                (_, None) => (true, Reason::Newest),
+                (_, None) => (true, Reason::NotBefore(rule.to_string())),
             }
         })
         .collect())
