@@ -219,22 +219,52 @@ pub enum Command {
         #[arg(long)]
         prometheus: bool,
         /// WARNING when the newest archived WAL is older ("off" to disable)
-        #[arg(long, env = "PGPROOF_WARN_WAL_AGE", default_value = "1h", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_WARN_WAL_AGE",
+            default_value = "1h",
+            value_name = "AGE"
+        )]
         warn_wal_age: String,
         /// CRITICAL when the newest archived WAL is older
-        #[arg(long, env = "PGPROOF_CRIT_WAL_AGE", default_value = "6h", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_CRIT_WAL_AGE",
+            default_value = "6h",
+            value_name = "AGE"
+        )]
         crit_wal_age: String,
         /// WARNING when the newest complete backup is older
-        #[arg(long, env = "PGPROOF_WARN_BACKUP_AGE", default_value = "26h", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_WARN_BACKUP_AGE",
+            default_value = "26h",
+            value_name = "AGE"
+        )]
         warn_backup_age: String,
         /// CRITICAL when the newest complete backup is older
-        #[arg(long, env = "PGPROOF_CRIT_BACKUP_AGE", default_value = "50h", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_CRIT_BACKUP_AGE",
+            default_value = "50h",
+            value_name = "AGE"
+        )]
         crit_backup_age: String,
         /// WARNING when the newest proof is older, or there is none
-        #[arg(long, env = "PGPROOF_WARN_PROOF_AGE", default_value = "off", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_WARN_PROOF_AGE",
+            default_value = "off",
+            value_name = "AGE"
+        )]
         warn_proof_age: String,
         /// CRITICAL when the newest proof is older, or there is none
-        #[arg(long, env = "PGPROOF_CRIT_PROOF_AGE", default_value = "off", value_name = "AGE")]
+        #[arg(
+            long,
+            env = "PGPROOF_CRIT_PROOF_AGE",
+            default_value = "off",
+            value_name = "AGE"
+        )]
         crit_proof_age: String,
     },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
@@ -536,7 +566,11 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 let cluster = if *all {
                     None
                 } else {
-                    Some(Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?.cluster.value)
+                    Some(
+                        Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?
+                            .cluster
+                            .value,
+                    )
                 };
                 let opts = status::StatusOptions {
                     cluster,

@@ -256,9 +256,14 @@ impl RepositorySettings {
         let (file, config_file) = load_file(over.config.as_ref())?;
         let file_origin = || Origin::File(config_file.clone().unwrap_or_default());
         let shared_section_repo = {
-            let repos: std::collections::BTreeSet<&String> =
-                file.clusters.values().filter_map(|c| c.repo.as_ref()).collect();
-            (repos.len() == 1).then(|| repos.into_iter().next().cloned()).flatten()
+            let repos: std::collections::BTreeSet<&String> = file
+                .clusters
+                .values()
+                .filter_map(|c| c.repo.as_ref())
+                .collect();
+            (repos.len() == 1)
+                .then(|| repos.into_iter().next().cloned())
+                .flatten()
         };
         let text = over
             .repo

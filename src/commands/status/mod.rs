@@ -127,7 +127,11 @@ async fn cluster_prefixes(storage: &Storage) -> Result<Vec<ClusterName>> {
         let Ok(name) = ClusterName::new(&dir) else {
             continue;
         };
-        if storage.head(&layout::identity_record(&name)).await?.is_some() {
+        if storage
+            .head(&layout::identity_record(&name))
+            .await?
+            .is_some()
+        {
             names.push(name);
         }
     }

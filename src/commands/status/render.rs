@@ -125,11 +125,9 @@ pub fn prometheus(statuses: &[ClusterStatus]) -> String {
             "Runs of missing WAL segments since the oldest backup",
             |s| Some(s.gaps.len() as f64),
         ),
-        (
-            "pgproof_backups",
-            "Complete backups",
-            |s| Some(s.backups as f64),
-        ),
+        ("pgproof_backups", "Complete backups", |s| {
+            Some(s.backups as f64)
+        }),
         (
             "pgproof_backup_newest_age_seconds",
             "Age of the newest complete backup",
@@ -163,5 +161,7 @@ pub fn prometheus(statuses: &[ClusterStatus]) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

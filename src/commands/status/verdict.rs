@@ -79,7 +79,11 @@ pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
         verdict = verdict.max(level);
         reasons.push(format!("{}: {why}", level.as_str()));
     };
-    let mut age_check = |what: &str, age: Option<Duration>, warn: Option<Duration>, crit: Option<Duration>, missing: &str| {
+    let mut age_check = |what: &str,
+                         age: Option<Duration>,
+                         warn: Option<Duration>,
+                         crit: Option<Duration>,
+                         missing: &str| {
         match age {
             None => raise(Verdict::Critical, missing.to_string()),
             Some(age) => {
@@ -129,12 +133,20 @@ pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
             if let Some(c) = t.proof_critical.filter(|c| age > *c) {
                 raise(
                     Verdict::Critical,
-                    format!("the newest proof is {} old (critical after {})", human(age), human(c)),
+                    format!(
+                        "the newest proof is {} old (critical after {})",
+                        human(age),
+                        human(c)
+                    ),
                 );
             } else if let Some(w) = t.proof_warning.filter(|w| age > *w) {
                 raise(
                     Verdict::Warning,
-                    format!("the newest proof is {} old (warning after {})", human(age), human(w)),
+                    format!(
+                        "the newest proof is {} old (warning after {})",
+                        human(age),
+                        human(w)
+                    ),
                 );
             }
         }
@@ -175,7 +187,10 @@ mod tests {
 
     #[test]
     fn healthy_is_ok() {
-        assert_eq!(judge(&healthy(), &Thresholds::default()), (Verdict::Ok, vec![]));
+        assert_eq!(
+            judge(&healthy(), &Thresholds::default()),
+            (Verdict::Ok, vec![])
+        );
     }
 
     #[test]
@@ -185,7 +200,10 @@ mod tests {
         f.newest_wal_age = Some(Duration::from_secs(2 * H));
         let (v, why) = judge(&f, &t);
         assert_eq!(v, Verdict::Warning);
-        assert_eq!(why, ["WARNING: the newest archived WAL is 2h old (warning after 1h)"]);
+        assert_eq!(
+            why,
+            ["WARNING: the newest archived WAL is 2h old (warning after 1h)"]
+        );
         f.newest_wal_age = Some(Duration::from_secs(7 * H));
         assert_eq!(judge(&f, &t).0, Verdict::Critical);
         let mut f = healthy();
