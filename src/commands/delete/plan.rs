@@ -305,6 +305,7 @@ fn group_backup_dirs(inv: &Inventory) -> BTreeMap<(String, String), Vec<ObjectIn
 mod tests {
     use super::*;
     use crate::codec::{Checksum, Compression};
+    use crate::pg::walname::WalFileName;
 
     const MIB16: u64 = 16 << 20;
 
