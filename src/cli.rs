@@ -2,8 +2,8 @@
 //! text), settings resolution, and the mapping of results to exit statuses.
 
 use crate::commands::{
-    backup_list, backup_mark, backup_push, check, delete, restore, status, verify, wal_fetch,
-    wal_push,
+    backup_list, backup_mark, backup_push, check, clusters, delete, restore, status, verify,
+    wal_fetch, wal_push,
 };
 use crate::error::Error;
 use crate::report::{self, Verbosity};
@@ -267,6 +267,18 @@ pub enum Command {
         )]
         crit_proof_age: String,
     },
+    /// The PostgreSQL clusters on this host, and whether each is protected
+    ///
+    /// From pgproof's configuration, Debian's /etc/postgresql and the running
+    /// postmasters. Exits 0 when every cluster is protected, 1 otherwise.
+    Clusters {
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+        /// A cluster whose newest backup is older than this is stale
+        #[arg(long, default_value = "26h", value_name = "AGE")]
+        stale_after: String,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -283,6 +295,7 @@ impl Command {
             Command::Restore { .. } => "restore",
             Command::Check { .. } => "check",
             Command::Status { .. } => "status",
+            Command::Clusters { .. } => "clusters",
             Command::BackupMark { .. } => "backup-mark",
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
@@ -592,6 +605,22 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 }
                 // Monitoring reads anything it cannot trust as UNKNOWN.
                 Err(e) => fail(label, &e, status::Verdict::Unknown.exit_code()),
+            }
+        }
+        Command::Clusters { json, stale_after } => {
+            let result = async {
+                let opts = clusters::ClustersOptions {
+                    json: *json,
+                    stale_after: crate::settings::parse_duration(stale_after)?,
+                };
+                clusters::run(&over, &opts).await
+            };
+            match result.await {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.all_protected { 0 } else { 1 }
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }
         Command::WalPrefetch { name } => {

@@ -298,6 +298,14 @@ impl RepositorySettings {
     }
 }
 
+/// The clusters the configuration file describes, by name, and the file's path.
+pub fn configured_clusters(
+    over: &Overrides,
+) -> Result<(BTreeMap<String, ClusterConfig>, Option<PathBuf>)> {
+    let (file, path) = load_file(over.config.as_ref())?;
+    Ok((file.clusters, path))
+}
+
 fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
     let path = match explicit {
         Some(p) => p.value.clone(),

@@ -7,7 +7,7 @@ use crate::pg::pidfile::PostmasterPid;
 use crate::pg::server::{Connection, Endpoint, ServerIdentity};
 use crate::repo::identity::Binding;
 use crate::repo::{Bound, Repository};
-use crate::settings::{self, Origin, Settings};
+use crate::settings::{self, Origin, Settings, Sourced};
 use crate::storage::Storage;
 use std::path::PathBuf;
 
@@ -20,19 +20,24 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
+    /// The cluster in `pgdata`, found by `origin`.
+    pub fn at(pgdata: PathBuf, origin: Origin) -> Result<LocalCluster> {
+        let control = ControlFile::read(&pgdata)
+            .map_err(|e| e.context(format!("data directory from {origin}")))?;
+        Ok(LocalCluster {
+            pgdata,
+            pgdata_origin: origin,
+            control,
+        })
+    }
+
     pub fn open(settings: &Settings) -> Result<LocalCluster> {
         let pgdata = settings.pgdata.clone().ok_or_else(|| {
             Error::config("no data directory is known").with_hint(
                 "pass PGDATA, set --pgdata or PGPROOF_PGDATA, `pgdata` in the cluster's configuration section, or run in the data directory (as archive_command does)",
             )
         })?;
-        let control = ControlFile::read(&pgdata.value)
-            .map_err(|e| e.context(format!("data directory from {}", pgdata.origin)))?;
-        Ok(LocalCluster {
-            pgdata: pgdata.value,
-            pgdata_origin: pgdata.origin,
-            control,
-        })
+        LocalCluster::at(pgdata.value, pgdata.origin)
     }
 
     /// "system 7712155677582176724, PostgreSQL 15, /var/lib/postgresql/15/main"
@@ -119,9 +124,17 @@ impl LocalCluster {
     /// Where the cluster's server listens: `postmaster.pid` in its data
     /// directory, unless host or port settings say otherwise.
     pub fn endpoint(&self, settings: &Settings) -> Result<(Endpoint, String)> {
+        self.endpoint_via(settings.host.as_ref(), settings.port.as_ref())
+    }
+
+    fn endpoint_via(
+        &self,
+        host: Option<&Sourced<String>>,
+        port: Option<&Sourced<u16>>,
+    ) -> Result<(Endpoint, String)> {
         let pid_path = self.pgdata.join("postmaster.pid");
         let pid = PostmasterPid::read(&self.pgdata)?.filter(|p| p.process_alive());
-        let (host, host_origin) = match (&settings.host, &pid) {
+        let (host, host_origin) = match (host, &pid) {
             (Some(h), _) => (h.value.clone(), h.origin.to_string()),
             (None, Some(p)) => match &p.socket_directory {
                 Some(dir) => (dir.display().to_string(), pid_path.display().to_string()),
@@ -132,7 +145,7 @@ impl LocalCluster {
             },
             (None, None) => return Err(not_running(&self.pgdata)),
         };
-        let (port, port_origin) = match (&settings.port, &pid) {
+        let (port, port_origin) = match (port, &pid) {
             (Some(p), _) => (p.value, p.origin.to_string()),
             (None, Some(p)) => (p.port, pid_path.display().to_string()),
             (None, None) => return Err(not_running(&self.pgdata)),
@@ -150,13 +163,25 @@ impl LocalCluster {
     /// same system identifier as pg_control, the same data directory, the
     /// same major. Refuses, naming both sides, otherwise.
     pub async fn connect_verified(&self, settings: &Settings) -> Result<VerifiedServer> {
-        let (endpoint, reached) = self.endpoint(settings)?;
-        let connection = crate::pg::server::connect(
-            &endpoint,
-            &crate::pg::server::default_user(),
+        self.connect_verified_via(
+            settings.host.as_ref(),
+            settings.port.as_ref(),
             settings.timeout,
         )
-        .await?;
+        .await
+    }
+
+    /// As `connect_verified`, with the host and port overrides given directly.
+    pub async fn connect_verified_via(
+        &self,
+        host: Option<&Sourced<String>>,
+        port: Option<&Sourced<u16>>,
+        timeout: std::time::Duration,
+    ) -> Result<VerifiedServer> {
+        let (endpoint, reached) = self.endpoint_via(host, port)?;
+        let connection =
+            crate::pg::server::connect(&endpoint, &crate::pg::server::default_user(), timeout)
+                .await?;
         let identity = connection.identity().await?;
         let same_dir =
             settings::canonical(&identity.data_directory) == settings::canonical(&self.pgdata);

@@ -1,11 +1,13 @@
 //! One module per command. Commands compose PostgreSQL knowledge, the
 //! repository and reporting; they do not reach around them.
 
+pub mod archiver;
 pub mod backup_list;
 pub mod backup_mark;
 pub mod backup_push;
 pub mod check;
 pub mod cluster;
+pub mod clusters;
 pub mod delete;
 pub mod restore;
 pub mod status;

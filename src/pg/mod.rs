@@ -5,6 +5,7 @@ pub mod backup_api;
 pub mod backup_label;
 pub mod control;
 pub mod datadir;
+pub mod discovery;
 pub mod history;
 pub mod lsn;
 pub mod page;

@@ -1,7 +1,13 @@
-//! Reading an `archive_command` the way the shell will run it: does it call
+//! The archiver as PostgreSQL will run it: does `archive_command` call
 //! `pgproof wal-push %p`, and with which cluster, repository and
 //! configuration file? Environment assignments in front of the program
-//! (`PGPROOF_CLUSTER=x pgproof …`, `env PGPROOF_REPO=… pgproof …`) count too.
+//! (`PGPROOF_CLUSTER=x pgproof …`, `env PGPROOF_REPO=… pgproof …`) count,
+//! and so do the postmaster's own PGPROOF_* variables. Used by `check` and
+//! `clusters`.
+
+use crate::error::Result;
+use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
+use std::path::Path;
 
 /// The pgproof call an archive_command makes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,6 +89,80 @@ pub fn parse(command: &str) -> Result<ArchiverCall, String> {
         ));
     }
     Ok(call)
+}
+
+/// The settings `call` resolves when PostgreSQL runs it: its flags, then
+/// its environment (`environment` is the postmaster's PGPROOF_* variables,
+/// when known), then the configuration file, in the data directory.
+pub fn settings(
+    call: &ArchiverCall,
+    pgdata: &Path,
+    environment: Option<&[(String, String)]>,
+) -> Result<Settings> {
+    let lookup = |name: &'static str| -> Option<Sourced<String>> {
+        call.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Sourced::new(v.clone(), Origin::Derived("archive_command".into())))
+            .or_else(|| {
+                environment?
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| Sourced::new(v.clone(), Origin::Env(name)))
+            })
+    };
+    let flag = |v: &Option<String>, name: &'static str| {
+        v.clone().map(|v| Sourced::new(v, Origin::Flag(name)))
+    };
+    let over = Overrides {
+        config: flag(&call.config, "--config")
+            .or_else(|| lookup("PGPROOF_CONFIG"))
+            .map(|s| Sourced::new(s.value.into(), s.origin)),
+        cluster: flag(&call.cluster, "--cluster").or_else(|| lookup("PGPROOF_CLUSTER")),
+        repo: flag(&call.repo, "--repo").or_else(|| lookup("PGPROOF_REPO")),
+        compression: lookup("PGPROOF_COMPRESSION"),
+        pgdata: flag(&call.pgdata, "--pgdata")
+            .or_else(|| lookup("PGPROOF_PGDATA"))
+            .map(|s| Sourced::new(s.value.into(), s.origin)),
+        ..Default::default()
+    };
+    // The archiver runs in PGDATA, which is where its settings are looked up from.
+    let working_dir = over.pgdata.is_none().then(|| pgdata.to_path_buf());
+    Settings::resolve(&over, working_dir, PgdataFallback::WorkingDirectory)
+}
+
+/// PGPROOF_* variables of the postmaster running in `pgdata`, when this
+/// user may read them (the same user, or root).
+pub fn postmaster_environment(pgdata: &Path) -> Option<Vec<(String, String)>> {
+    let pid = crate::pg::pidfile::PostmasterPid::read(pgdata).ok()??;
+    let raw = std::fs::read(format!("/proc/{}/environ", pid.pid)).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                k.starts_with("PGPROOF_")
+                    .then(|| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Whether `program` names an executable file, by path or on PATH.
+pub fn program_runs(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+        .unwrap_or(false)
 }
 
 fn is_pgproof(word: &str) -> bool {

@@ -7,8 +7,7 @@
 //! A step that fails prints its hint; the steps that depend on it are
 //! skipped, the others still run, so one run shows everything to fix.
 
-mod archive_command;
-
+use super::archiver;
 use super::cluster::{LocalCluster, VerifiedServer, announce, open_repository};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
@@ -16,7 +15,7 @@ use crate::repo::Repository;
 use crate::repo::identity::Binding;
 use crate::repo::wal::WalListings;
 use crate::report;
-use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
+use crate::settings::Settings;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -313,49 +312,17 @@ async fn archive_command(
         }
     }
     let command = show(server, "archive_command").await?;
-    let call = archive_command::parse(&command)
-        .map_err(|why| Error::config(why).with_hint(hint.clone()))?;
-
-    let environment = postmaster_environment(local);
-    let lookup = |name: &'static str| -> Option<Sourced<String>> {
-        call.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| Sourced::new(v.clone(), Origin::Derived("archive_command".into())))
-            .or_else(|| {
-                environment.as_ref().and_then(|env| {
-                    env.iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| Sourced::new(v.clone(), Origin::Env(name)))
-                })
-            })
-    };
-    let flag = |v: &Option<String>, name: &'static str| {
-        v.clone().map(|v| Sourced::new(v, Origin::Flag(name)))
-    };
-    let over = Overrides {
-        config: flag(&call.config, "--config")
-            .or_else(|| lookup("PGPROOF_CONFIG"))
-            .map(|s| Sourced::new(s.value.into(), s.origin)),
-        cluster: flag(&call.cluster, "--cluster").or_else(|| lookup("PGPROOF_CLUSTER")),
-        repo: flag(&call.repo, "--repo").or_else(|| lookup("PGPROOF_REPO")),
-        pgdata: flag(&call.pgdata, "--pgdata")
-            .or_else(|| lookup("PGPROOF_PGDATA"))
-            .map(|s| Sourced::new(s.value.into(), s.origin)),
-        ..Default::default()
-    };
-    // The archiver runs in PGDATA, which is where its settings are looked up from.
-    let working_dir = over.pgdata.is_none().then(|| local.pgdata.clone());
-    let theirs =
-        Settings::resolve(&over, working_dir, PgdataFallback::WorkingDirectory).map_err(|e| {
-            let hint = e.hint().map(str::to_string).unwrap_or_else(|| hint.clone());
-            Error::config(format!(
-                "archive_command {command:?} cannot find its settings: {}",
-                e.message()
-            ))
-            .with_hint(hint)
-        })?;
+    let call =
+        archiver::parse(&command).map_err(|why| Error::config(why).with_hint(hint.clone()))?;
+    let environment = archiver::postmaster_environment(&local.pgdata);
+    let theirs = archiver::settings(&call, &local.pgdata, environment.as_deref()).map_err(|e| {
+        let hint = e.hint().map(str::to_string).unwrap_or_else(|| hint.clone());
+        Error::config(format!(
+            "archive_command {command:?} cannot find its settings: {}",
+            e.message()
+        ))
+        .with_hint(hint)
+    })?;
     let unseen = if environment.is_none() {
         " (the server's environment could not be read; PGPROOF_* variables set there are not accounted for)"
     } else {
@@ -373,7 +340,7 @@ async fn archive_command(
         ))
         .with_hint(format!("make them agree: {hint}")));
     }
-    if !program_runs(&call.program) {
+    if !archiver::program_runs(&call.program) {
         return Err(Error::config(format!(
             "archive_command runs {}, which is not an executable file on PATH or at that path",
             call.program
@@ -384,38 +351,6 @@ async fn archive_command(
         "{command:?} archives cluster {} (from {}) into {} (from {}){unseen}",
         theirs.cluster.value, theirs.cluster.origin, theirs.repo.value, theirs.repo.origin
     ))
-}
-
-fn program_runs(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if program.contains('/') {
-        return executable(std::path::Path::new(program));
-    }
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
-        .unwrap_or(false)
-}
-
-/// PGPROOF_* variables of the running postmaster, when this user may read
-/// them (the same user, or root).
-fn postmaster_environment(local: &LocalCluster) -> Option<Vec<(String, String)>> {
-    let pid = crate::pg::pidfile::PostmasterPid::read(&local.pgdata).ok()??;
-    let raw = std::fs::read(format!("/proc/{}/environ", pid.pid)).ok()?;
-    Some(
-        raw.split(|b| *b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                let (k, v) = kv.split_once('=')?;
-                k.starts_with("PGPROOF_")
-                    .then(|| (k.to_string(), v.to_string()))
-            })
-            .collect(),
-    )
 }
 
 /// Forces a segment switch and waits for that segment in the repository.
