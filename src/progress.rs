@@ -3,8 +3,9 @@
 //! with the same figures, so an operator tailing a log sees the backup move.
 //! With `-q`: nothing.
 //!
-//! Log lines and bars share stderr; while a bar is drawn, log lines are
-//! printed above it (see `LogWriter`) rather than through it.
+//! Log lines and bars share stderr; while bars are drawn, log lines are
+//! printed above them (see `LogWriter`) rather than through them, and a
+//! finished bar stays on screen as the record of its step.
 
 use crate::report;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -152,8 +153,7 @@ impl Progress {
     pub fn line(&self) -> String {
         let done = self.inner.done.load(Ordering::Relaxed);
         let total = self.inner.total.load(Ordering::Relaxed);
-        let secs = self.inner.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
+        let rate = self.rate();
         let left = if rate > 0.0 {
             Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate)
         } else {
@@ -177,7 +177,9 @@ impl Progress {
         }
     }
 
-    /// Ends the step; a bar stays on screen at its final position.
+    /// Ends the step. A bar is replaced by a permanent line drawn like it
+    /// (indicatif would erase a finished bar at the next log line); without
+    /// a terminal, a last line gives the step's size, time and mean rate.
     pub fn finish(&self) {
         if self.inner.finished.swap(true, Ordering::Relaxed) {
             return;
@@ -185,8 +187,63 @@ impl Progress {
         if let Some(tx) = self.inner.stop.lock().ok().and_then(|mut s| s.take()) {
             let _ = tx.send(());
         }
-        if let Some(bar) = &self.inner.bar {
-            bar.finish();
+        match (&self.inner.bar, mode()) {
+            (Some(bar), _) => {
+                bar.finish_and_clear();
+                let line = self.final_bar();
+                if bars().println(&line).is_err() || bars().is_hidden() {
+                    eprintln!("{line}");
+                }
+            }
+            (None, Mode::Lines(_)) => tracing::info!("{}", self.summary()),
+            _ => {}
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        let secs = self.inner.started.elapsed().as_secs_f64().max(0.001);
+        self.inner.done.load(Ordering::Relaxed) as f64 / secs
+    }
+
+    /// "copying: done, 79.8 MiB in 0.9 s (89.3 MiB/s)"
+    fn summary(&self) -> String {
+        let done = self.inner.done.load(Ordering::Relaxed);
+        let took = report::duration(self.inner.started.elapsed());
+        match self.inner.unit {
+            Unit::Bytes => format!(
+                "{}: done, {} in {took} ({}/s)",
+                self.inner.what,
+                report::bytes(done),
+                report::bytes(self.rate() as u64)
+            ),
+            Unit::Items(name) => format!("{}: done, {done} {name} in {took}", self.inner.what),
+        }
+    }
+
+    /// The bar at its end, as a plain line.
+    fn final_bar(&self) -> String {
+        let done = self.inner.done.load(Ordering::Relaxed);
+        let total = self.inner.total.load(Ordering::Relaxed).max(done);
+        let filled = if total == 0 {
+            30
+        } else {
+            (done * 30 / total) as usize
+        };
+        let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
+        let took = report::duration(self.inner.started.elapsed());
+        match self.inner.unit {
+            Unit::Bytes => format!(
+                "{:>12} [{bar}] {}/{} {}/s {}%, done in {took}",
+                self.inner.what,
+                report::bytes(done),
+                report::bytes(total),
+                report::bytes(self.rate() as u64),
+                if total == 0 { 100 } else { done * 100 / total }
+            ),
+            Unit::Items(name) => format!(
+                "{:>12} [{bar}] {done}/{total} {name}, done in {took}",
+                self.inner.what
+            ),
         }
     }
 }
@@ -208,8 +265,10 @@ pub struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match BARS.get() {
-            Some(bars) if mode() == Mode::Bars => {
-                bars.suspend(|| std::io::stderr().write_all(buf))?;
+            Some(bars) if mode() == Mode::Bars && !bars.is_hidden() => {
+                // println keeps finished bars on screen; suspend would wipe them.
+                let text = String::from_utf8_lossy(buf);
+                bars.println(text.trim_end_matches('\n'))?;
             }
             _ => std::io::stderr().write_all(buf)?,
         }
