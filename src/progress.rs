@@ -224,11 +224,8 @@ impl Progress {
     fn final_bar(&self) -> String {
         let done = self.inner.done.load(Ordering::Relaxed);
         let total = self.inner.total.load(Ordering::Relaxed).max(done);
-        let filled = if total == 0 {
-            30
-        } else {
-            (done * 30 / total) as usize
-        };
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        let filled = (percent * 30 / 100) as usize;
         let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
         let took = report::duration(self.inner.started.elapsed());
         match self.inner.unit {
@@ -238,7 +235,7 @@ impl Progress {
                 report::bytes(done),
                 report::bytes(total),
                 report::bytes(self.rate() as u64),
-                if total == 0 { 100 } else { done * 100 / total }
+                percent
             ),
             Unit::Items(name) => format!(
                 "{:>12} [{bar}] {done}/{total} {name}, done in {took}",
