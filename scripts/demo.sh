@@ -47,6 +47,8 @@ archive_command = '$pgproof wal-push %p'
 log_min_messages = info
 CONF
 as_pg "$PG_BIN/pg_ctl" -D "$work/source" -l "$work/source.log" -w start >/dev/null
+say "is everything in place? $pgproof check"
+as_pg env PGUSER=postgres $pgproof --pgdata "$work/source" check
 sql "$port" "CREATE TABLE accounts AS SELECT g AS id, 100 * g AS balance FROM generate_series(1, 10000) g"
 echo "created table accounts: $(sql "$port" "SELECT count(*) FROM accounts") rows"
 
@@ -65,6 +67,8 @@ until [ "$(sql "$port" "SELECT last_archived_wal FROM pg_stat_archiver")" \> "$l
       [ "$(sql "$port" "SELECT last_archived_wal FROM pg_stat_archiver")" = "$last" ]; do sleep 0.2; done
 echo "the archiver has pushed everything up to $last:"
 grep 'pgproof wal-push' "$work/source.log" | sed 's/^/  /'
+say "how protected is it? $pgproof status"
+$pgproof status || true
 
 say "point-in-time restore: $pgproof restore $work/restored --target-time '$before'"
 $pgproof backup-list
