@@ -160,23 +160,17 @@ impl Settings {
             pgdata = fallback_pgdata(fallback);
         }
 
-        let repo_text = over
-            .repo
-            .clone()
-            .or_else(|| section.as_ref().and_then(|s| s.repo.clone()).map(|r| Sourced::new(r, file_origin())))
-            .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin())))
-            .ok_or_else(|| {
-                Error::config("no repository is configured").with_hint(
-                    "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
-                )
-            })?;
-        let repo = Sourced::new(
-            repo_text
-                .value
-                .parse::<RepoUrl>()
-                .map_err(|e| e.context(format!("repository from {}", repo_text.origin)))?,
-            repo_text.origin,
-        );
+        let repo = repository(
+            over.repo
+                .clone()
+                .or_else(|| {
+                    section
+                        .as_ref()
+                        .and_then(|s| s.repo.clone())
+                        .map(|r| Sourced::new(r, file_origin()))
+                })
+                .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin()))),
+        )?;
 
         let compression_text = over
             .compression
@@ -202,15 +196,11 @@ impl Settings {
             None => Sourced::new(Compression::default(), Origin::Default),
         };
 
-        let timeout = match over
-            .timeout
-            .clone()
-            .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin())))
-        {
-            Some(t) => parse_duration(&t.value)
-                .map_err(|e| e.context(format!("timeout from {}", t.origin)))?,
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout = timeout(
+            over.timeout
+                .clone()
+                .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin()))),
+        )?;
 
         Ok(Settings {
             cluster: cluster_name,
@@ -265,31 +255,17 @@ impl RepositorySettings {
                 .then(|| repos.into_iter().next().cloned())
                 .flatten()
         };
-        let text = over
-            .repo
-            .clone()
-            .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin())))
-            .or_else(|| shared_section_repo.map(|r| Sourced::new(r, file_origin())))
-            .ok_or_else(|| {
-                Error::config("no repository is configured").with_hint(
-                    "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
-                )
-            })?;
-        let repo = Sourced::new(
-            text.value
-                .parse::<RepoUrl>()
-                .map_err(|e| e.context(format!("repository from {}", text.origin)))?,
-            text.origin,
-        );
-        let timeout = match over
-            .timeout
-            .clone()
-            .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin())))
-        {
-            Some(t) => parse_duration(&t.value)
-                .map_err(|e| e.context(format!("timeout from {}", t.origin)))?,
-            None => DEFAULT_TIMEOUT,
-        };
+        let repo = repository(
+            over.repo
+                .clone()
+                .or_else(|| file.repo.clone().map(|r| Sourced::new(r, file_origin())))
+                .or_else(|| shared_section_repo.map(|r| Sourced::new(r, file_origin()))),
+        )?;
+        let timeout = timeout(
+            over.timeout
+                .clone()
+                .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin()))),
+        )?;
         Ok(RepositorySettings {
             repo,
             timeout,
@@ -304,6 +280,29 @@ pub fn configured_clusters(
 ) -> Result<(BTreeMap<String, ClusterConfig>, Option<PathBuf>)> {
     let (file, path) = load_file(over.config.as_ref())?;
     Ok((file.clusters, path))
+}
+
+/// The repository URL chosen, parsed; an error naming where a bad one came from.
+fn repository(text: Option<Sourced<String>>) -> Result<Sourced<RepoUrl>> {
+    let text = text.ok_or_else(|| {
+        Error::config("no repository is configured").with_hint(
+            "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
+        )
+    })?;
+    let url = text
+        .value
+        .parse::<RepoUrl>()
+        .map_err(|e| e.context(format!("repository from {}", text.origin)))?;
+    Ok(Sourced::new(url, text.origin))
+}
+
+fn timeout(text: Option<Sourced<String>>) -> Result<Duration> {
+    match text {
+        Some(t) => {
+            parse_duration(&t.value).map_err(|e| e.context(format!("timeout from {}", t.origin)))
+        }
+        None => Ok(DEFAULT_TIMEOUT),
+    }
 }
 
 fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
