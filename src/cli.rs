@@ -1,7 +1,7 @@
 //! The command line: clap definitions (their doc comments are the help
 //! text), settings resolution, and the mapping of results to exit statuses.
 
-use crate::commands::{backup_list, backup_push, restore, wal_fetch, wal_push};
+use crate::commands::{backup_list, backup_push, prove, restore, wal_fetch, wal_push};
 use crate::error::Error;
 use crate::report::{self, Verbosity};
 use crate::settings::{Origin, Overrides, PgdataFallback, Settings, Sourced};
@@ -44,6 +44,10 @@ pub struct Cli {
     /// wal-fetch: how many following segments to download in the background [default: 8]
     #[arg(long, global = true, env = "PGPROOF_PREFETCH", value_name = "N")]
     pub prefetch: Option<usize>,
+    /// Directory of the server binaries (prove); "{major}" stands for the major
+    /// [default: /usr/lib/postgresql/<major>/bin, then PATH]
+    #[arg(long, global = true, env = "PGPROOF_PG_BINDIR", value_name = "DIR")]
+    pub pg_bindir: Option<String>,
     /// Say more (-v), or everything (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -124,6 +128,42 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
+    /// Restore a backup into a scratch directory, start PostgreSQL on it, replay
+    /// the archive, run checks, and record the proof in the repository
+    ///
+    /// Exits 0 when every check passed, 12 when one failed (the failed proof
+    /// is recorded too).
+    Prove {
+        /// Backup name, or "latest"
+        #[arg(long, value_name = "NAME", default_value = "latest")]
+        backup: String,
+        /// Where to create the scratch directory [default: the system temp directory]
+        #[arg(long, env = "PGPROOF_SCRATCH", value_name = "DIR")]
+        scratch: Option<PathBuf>,
+        /// Keep the scratch directory (restored data and server log) for inspection
+        #[arg(long)]
+        keep: bool,
+        /// Limit for the whole proof: restore, replay and checks
+        #[arg(long, default_value = "30m", value_name = "DURATION")]
+        time_limit: String,
+        /// A query whose first column of its first row is checked
+        #[arg(long, value_name = "QUERY")]
+        sql: Option<String>,
+        /// The text --sql must return [default: any result]
+        #[arg(long, value_name = "TEXT", requires = "sql")]
+        expect: Option<String>,
+        /// Database --sql runs in
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "postgres",
+            requires = "sql"
+        )]
+        sql_database: String,
+        /// Parts downloaded at once
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        jobs: usize,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -138,6 +178,7 @@ impl Command {
             Command::BackupPush { .. } => "backup-push",
             Command::BackupList { .. } => "backup-list",
             Command::Restore { .. } => "restore",
+            Command::Prove { .. } => "prove",
         }
     }
 }
@@ -299,6 +340,48 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }
+        Command::Prove {
+            backup,
+            scratch,
+            keep,
+            time_limit,
+            sql,
+            expect,
+            sql_database,
+            jobs,
+        } => {
+            let result = async {
+                let mut over = over.clone();
+                over.scratch = scratch.clone().map(|s| {
+                    let source = matches
+                        .subcommand_matches("prove")
+                        .and_then(|m| m.value_source("scratch"));
+                    let origin = match source {
+                        Some(ValueSource::EnvVariable) => Origin::Env("PGPROOF_SCRATCH"),
+                        _ => Origin::Flag("--scratch"),
+                    };
+                    Sourced::new(s, origin)
+                });
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let opts = prove::ProveOptions {
+                    backup: Some(backup.clone()),
+                    keep: *keep,
+                    time_limit: crate::settings::parse_duration(time_limit)?,
+                    sql: sql.clone(),
+                    expect: expect.clone(),
+                    sql_database: sql_database.clone(),
+                    jobs: *jobs,
+                };
+                prove::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(verdict) => {
+                    println!("{verdict}");
+                    0
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
         Command::WalPrefetch { name } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::WorkingDirectory)?;
@@ -369,5 +452,12 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
             .map(|v| Sourced::new(v, origin(m, "pgport", "--pgport", "PGPROOF_PGPORT"))),
         push_ahead: cli.push_ahead,
         prefetch: cli.prefetch,
+        pg_bindir: sourced(
+            cli.pg_bindir.clone(),
+            "pg_bindir",
+            "--pg-bindir",
+            "PGPROOF_PG_BINDIR",
+        ),
+        scratch: None,
     }
 }

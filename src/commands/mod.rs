@@ -4,6 +4,7 @@
 pub mod backup_list;
 pub mod backup_push;
 pub mod cluster;
+pub mod prove;
 pub mod restore;
 pub mod wal_fetch;
 pub mod wal_push;
