@@ -437,6 +437,28 @@ mod tests {
     }
 
     #[test]
+    fn server_binaries_and_scratch_place() {
+        let (_d, path) = write_config(
+            "repo = \"file:///r\"\npg_bindir = \"/opt/pg/{major}/bin\"\nscratch = \"/srv/scratch\"\n[clusters.old]\npg_bindir = \"/opt/pg13/bin\"\n[clusters.new]\n",
+        );
+        let mut over = with_config(&path);
+        over.cluster = Some(Sourced::new("old".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.pg_bindir.unwrap().value, "/opt/pg13/bin");
+        assert_eq!(s.scratch.unwrap().value, PathBuf::from("/srv/scratch"));
+        over.cluster = Some(Sourced::new("new".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.pg_bindir.unwrap().value, "/opt/pg/{major}/bin");
+        over.pg_bindir = Some(Sourced::new("/x".into(), Origin::Env("PGPROOF_PG_BINDIR")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        let b = s.pg_bindir.unwrap();
+        assert_eq!(
+            (b.value.as_str(), b.origin),
+            ("/x", Origin::Env("PGPROOF_PG_BINDIR"))
+        );
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let (_d, path) = write_config("repo = \"file:///r\"\nreppo = 1\n");
         let err =

@@ -20,9 +20,14 @@ struct Story {
 }
 
 fn story(name: &str, major: u32) -> Story {
+    story_on(name, major, Backend::File)
+}
+
+fn story_on(name: &str, major: u32, backend: Backend) -> Story {
     let scratch = Scratch::new(name);
-    let repo = TestRepo::new(&scratch, Backend::File);
-    let cluster = Cluster::init(&scratch, "source", major);
+    let repo = TestRepo::new(&scratch, backend);
+    let mut cluster = Cluster::init(&scratch, "source", major);
+    cluster.env = repo.env.clone();
     cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
     cluster.start();
     cluster.execute(
@@ -236,12 +241,43 @@ fn good_backup_is_proven_17() {
     good_backup_is_proven(17, false);
 }
 
+/// The proving server's restore_command reaches S3 with the credentials
+/// pgproof was given (through the environment, never the command line).
+#[test]
+fn good_backup_is_proven_from_s3_16() {
+    if !wants_major(16) {
+        return;
+    }
+    let s = story_on("prove-s3", 16, Backend::S3);
+    let out = s.prove(&["--sql", "SELECT count(*) FROM keep", "--expect", "1500"]);
+    eprintln!("{}", stderr(&out));
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("proven"), "{}", stdout(&out));
+    assert!(
+        !stderr(&out).contains("testing-secret"),
+        "credentials never appear"
+    );
+    let list = s.backups();
+    assert_eq!(list[0]["proof"]["succeeded"], true, "{list:#}");
+    s.assert_cleaned_up();
+}
+
 #[test]
 fn a_corrupt_part_fails_the_proof() {
     if !wants_major(15) {
         return;
     }
     let s = story("prove-corrupt", 15);
+    // The time limit bounds the whole proof, the restore included.
+    let out = s.prove(&["--time-limit", "1ms"]);
+    assert_exit(&out, 12);
+    let err = stderr(&out);
+    assert!(
+        err.contains("NOT proven: restore failed: the time limit"),
+        "{err}"
+    );
+    s.assert_cleaned_up();
+
     let part = files_under(s.repo.dir.as_ref().unwrap())
         .into_iter()
         .find(|p| file_name(p).starts_with("part-00001"))
@@ -260,25 +296,59 @@ fn a_corrupt_part_fails_the_proof() {
         "{err}"
     );
     let proofs = s.proofs();
-    assert_eq!(proofs.len(), 1);
-    assert_eq!(proofs[0]["succeeded"], false);
-    assert_eq!(check_named(&proofs[0], "restore")["passed"], false);
+    assert_eq!(proofs.len(), 2);
+    assert!(proofs.iter().all(|p| p["succeeded"] == false));
+    assert!(
+        proofs
+            .iter()
+            .all(|p| check_named(p, "restore")["passed"] == false)
+    );
     s.assert_cleaned_up();
 }
 
+fn archived_object(s: &Story, segment: &str) -> PathBuf {
+    files_under(s.repo.dir.as_ref().unwrap())
+        .into_iter()
+        .find(|p| file_name(p).starts_with(&format!("{segment}-")))
+        .unwrap_or_else(|| panic!("{segment} is archived"))
+}
+
 #[test]
-fn a_wal_gap_before_consistency_fails_the_proof() {
+fn wal_gaps_fail_the_proof() {
     if !wants_major(17) {
         return;
     }
     let s = story("prove-gap", 17);
-    let start_wal = s.backups()[0]["start_wal"].as_str().unwrap().to_string();
-    let segment = files_under(s.repo.dir.as_ref().unwrap())
-        .into_iter()
-        .find(|p| file_name(p).starts_with(&format!("{start_wal}-")))
-        .expect("the backup's first segment is archived");
-    std::fs::remove_file(&segment).unwrap();
+    // One more segment, so that one after the backup can go missing.
+    let after = s.cluster.write_and_switch(10);
+    s.cluster.wait_archived(&after);
+    let list = s.backups();
+    let start_wal = list[0]["start_wal"].as_str().unwrap().to_string();
+    let stop_wal = list[0]["stop_wal"].as_str().unwrap().to_string();
 
+    // A gap after the consistency point: PostgreSQL would end recovery there
+    // and promote as if it had reached the end of the archive.
+    let names: Vec<String> = files_under(s.repo.dir.as_ref().unwrap())
+        .iter()
+        .map(|p| file_name(p).split('-').next().unwrap().to_string())
+        .filter(|n| n.len() == 24 && n.as_str() > stop_wal.as_str() && n.as_str() < after.as_str())
+        .collect();
+    let missing = names
+        .first()
+        .expect("a segment between the backup and the last one");
+    std::fs::remove_file(archived_object(&s, missing)).unwrap();
+    let out = s.prove(&[]);
+    eprintln!("{}", stderr(&out));
+    assert_exit(&out, 12);
+    let err = stderr(&out);
+    assert!(
+        err.contains("NOT proven: archive end failed") && err.contains(&after),
+        "{err}"
+    );
+    s.assert_cleaned_up();
+
+    // A gap before consistency: the server cannot start.
+    std::fs::remove_file(archived_object(&s, &start_wal)).unwrap();
     let out = s.prove(&[]);
     eprintln!("{}", stderr(&out));
     assert_exit(&out, 12);
@@ -292,9 +362,13 @@ fn a_wal_gap_before_consistency_fails_the_proof() {
         "the hint names the WAL needed:\n{err}"
     );
     let proofs = s.proofs();
-    assert_eq!(proofs.len(), 1);
-    assert_eq!(proofs[0]["succeeded"], false);
-    assert_eq!(check_named(&proofs[0], "restore")["passed"], true);
+    assert_eq!(proofs.len(), 2);
+    assert!(proofs.iter().all(|p| p["succeeded"] == false));
+    assert!(
+        proofs
+            .iter()
+            .all(|p| check_named(p, "restore")["passed"] == true)
+    );
     s.assert_cleaned_up();
     // No proving server is left running.
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();

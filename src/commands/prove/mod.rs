@@ -8,6 +8,7 @@
 //! recorded whatever happened, the server stopped and the scratch directory
 //! removed (guards, so also on early returns).
 
+mod archive_end;
 mod checks;
 mod scratch;
 mod server;
@@ -67,6 +68,7 @@ impl Attempt {
 /// Everything an attempt works with.
 struct Context<'a> {
     settings: &'a Settings,
+    repo: &'a crate::repo::Repository,
     opts: &'a ProveOptions,
     manifest: &'a Manifest,
     binaries: &'a Binaries,
@@ -131,6 +133,7 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
     };
     let ctx = Context {
         settings,
+        repo: &repo,
         opts,
         manifest: &manifest,
         binaries: &binaries,
@@ -148,7 +151,7 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
         system_identifier: manifest.system_identifier,
         started_at,
         finished_at: chrono::Utc::now(),
-        duration_secs: started.elapsed().as_secs_f64(),
+        duration_secs: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         host: hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -204,6 +207,7 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
             "the server log's last lines are above; when WAL is missing, the segments from {} to {} (at least) must be in the archive for this backup to be usable",
             manifest.start_wal, manifest.stop_wal
         ),
+        "archive end" => "WAL after the last segment replayed is missing from the archive or unreadable, so recovery past it is impossible: find out why it was not archived, and take a new backup so that later changes are covered".to_string(),
         _ => "run again with --keep to inspect the restored cluster".to_string(),
     };
     Err(Error::new(
@@ -265,6 +269,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         }
     }
 
+    let newest_archived = archive_end::newest_segments(ctx.repo, &m.binding).await;
     let mut server = match start(ctx) {
         Ok(s) => s,
         Err(e) => return a.push(check("start", false, e.to_string())),
@@ -287,6 +292,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         .wait_for_end_of_recovery(&users, ctx.deadline, timeout)
         .await;
     let tail = server.log_tail(200);
+    let restored_from_log;
     let (conn, user, dbname) = match recovered {
         Recovery::Failed {
             check: name,
@@ -306,9 +312,13 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             replayed_to,
         } => {
             a.replayed_to_lsn = replayed_to;
-            a.replayed_to_wal = server::last_restored_segment(&tail).or_else(|| {
+            restored_from_log = server::last_restored_segment(&tail);
+            // The record ending replay may end exactly at a segment boundary.
+            a.replayed_to_wal = restored_from_log.clone().or_else(|| {
                 replayed_to.map(|l| {
-                    Segment::containing(m.timeline, l, m.wal_segment_size as u64).to_string()
+                    let last_byte = Lsn(l.0.saturating_sub(1));
+                    Segment::containing(m.timeline, last_byte, m.wal_segment_size as u64)
+                        .to_string()
                 })
             });
             a.push(check(
@@ -337,6 +347,14 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         }
     };
 
+    a.push(match &newest_archived {
+        Ok(newest) => archive_end::reached_the_end(newest, restored_from_log.as_deref()),
+        Err(e) => check(
+            "archive end",
+            false,
+            format!("could not list the archive: {e}"),
+        ),
+    });
     match conn.identity().await {
         Ok(id) => {
             a.server_version = id.version.clone();

@@ -362,7 +362,8 @@ impl ProvingServer {
                 match conn
                     .client
                     .query_one(
-                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text",
+                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+                                pg_is_in_recovery() AND pg_is_wal_replay_paused()",
                         &[],
                     )
                     .await
@@ -380,6 +381,30 @@ impl ProvingServer {
                                 dbname: dbname.to_string(),
                                 consistent_after,
                                 replayed_to: lsn,
+                            };
+                        }
+                        let paused: bool = row.get(2);
+                        if paused {
+                            // From 14, settings below the primary's pause recovery for good.
+                            let tail = self.log_tail(200);
+                            let why: Vec<&String> = tail
+                                .iter()
+                                .filter(|l| {
+                                    l.contains("WARNING:")
+                                        || l.contains("DETAIL:")
+                                        || l.contains("FATAL:")
+                                })
+                                .collect();
+                            return Recovery::Failed {
+                                check: "replay",
+                                detail: format!(
+                                    "recovery paused at {}: {}",
+                                    lsn.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
+                                    why.iter()
+                                        .map(|l| l.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(" | ")
+                                ),
                             };
                         }
                         if last_report.elapsed() >= PROGRESS_EVERY {
