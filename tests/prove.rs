@@ -377,3 +377,60 @@ fn wal_gaps_fail_the_proof() {
         "a proving server is still running"
     );
 }
+
+/// SIGTERM (a scheduler's timeout) stops the proving server, removes the
+/// scratch directory and records the attempt as failed.
+#[test]
+fn an_interrupted_proof_leaves_nothing_running() {
+    if !wants_major(15) {
+        return;
+    }
+    let s = story("prove-interrupt", 15);
+    // The operator's query keeps the proof busy while the server runs.
+    let args = s.args(&["--sql", "SELECT pg_sleep(60)"]);
+    let mut cmd = Command::new(pgproof_exe());
+    cmd.args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd.spawn().unwrap();
+    wait_until(
+        "the proving server has replayed and the query runs",
+        std::time::Duration::from_secs(60),
+        || {
+            let backend_running = Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l.contains("pgproof-prove:") && l.contains("SELECT"))
+                })
+                .unwrap_or(false);
+            backend_running
+                && files_under(&s.scratch_parent())
+                    .iter()
+                    .any(|p| file_name(p) == "server.log")
+        },
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert_exit(&out, 12);
+    assert!(
+        err.contains("NOT proven: interrupted failed") && err.contains("SIGTERM"),
+        "{err}"
+    );
+    s.assert_cleaned_up();
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(s.scratch_parent().to_str().unwrap()),
+        "a proving server is still running"
+    );
+    assert_eq!(s.proofs().len(), 1);
+}

@@ -141,7 +141,19 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
         scratch: &scratch,
         deadline,
     };
-    prove(&ctx, &mut attempt).await;
+    // Interrupted (a scheduler's timeout, a Ctrl-C): the attempt is dropped,
+    // its guard stops the server, and the interruption is recorded.
+    let interrupted = tokio::select! {
+        () = prove(&ctx, &mut attempt) => None,
+        signal = interruption() => Some(signal),
+    };
+    if let Some(signal) = interrupted {
+        attempt.push(check(
+            "interrupted",
+            false,
+            format!("pgproof received {signal}; the proving server was stopped"),
+        ));
+    }
 
     let succeeded = !attempt.checks.is_empty() && attempt.checks.iter().all(|c| c.passed);
     let proof = Proof {
@@ -386,6 +398,22 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
     }
     drop(conn);
     server.stop().await;
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, naming it; never if the
+/// handlers cannot be installed.
+async fn interruption() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// Configuration files, ownership and the server process.
