@@ -236,6 +236,12 @@ fn good_backup_is_proven_15_as_the_server_user() {
     good_backup_is_proven(15, true);
 }
 
+/// The oldest major: settings that later majors dropped are given only to it.
+#[test]
+fn good_backup_is_proven_13() {
+    good_backup_is_proven(13, false);
+}
+
 #[test]
 fn good_backup_is_proven_17() {
     good_backup_is_proven(17, false);
