@@ -77,6 +77,14 @@ struct Context<'a> {
     deadline: Instant,
 }
 
+impl Context<'_> {
+    /// A query's limit: the network timeout, within what is left of the time limit.
+    fn step_timeout(&self) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.settings.timeout.min(left).max(Duration::from_secs(1))
+    }
+}
+
 /// Returns the verdict line on success; a `ProofFailed` error naming the
 /// failed check otherwise. The proof is recorded either way.
 pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
@@ -299,9 +307,8 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             users.push(u);
         }
     }
-    let timeout = ctx.settings.timeout;
     let recovered = server
-        .wait_for_end_of_recovery(&users, ctx.deadline, timeout)
+        .wait_for_end_of_recovery(&users, ctx.deadline, ctx.step_timeout())
         .await;
     let tail = server.log_tail(200);
     let restored_from_log;
@@ -377,12 +384,22 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         }
         Err(e) => a.push(check("system identifier", false, e.to_string())),
     }
-    let (catalogs, databases) = checks::catalogs(&conn, timeout).await;
+    let (catalogs, databases) = checks::catalogs(&conn, ctx.step_timeout()).await;
     a.push(catalogs);
-    for c in checks::connect_each(&server.endpoint, &user, &databases, timeout).await {
+    for c in checks::connect_each(&server.endpoint, &user, &databases, ctx.step_timeout()).await {
         a.push(c);
     }
-    a.push(checks::amcheck(ctx.binaries, &conn, &user, &dbname, ctx.deadline, timeout).await);
+    a.push(
+        checks::amcheck(
+            ctx.binaries,
+            &conn,
+            &user,
+            &dbname,
+            ctx.deadline,
+            ctx.step_timeout(),
+        )
+        .await,
+    );
     if let Some(query) = &ctx.opts.sql {
         a.push(
             checks::sql(
@@ -391,7 +408,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
                 &ctx.opts.sql_database,
                 query,
                 ctx.opts.expect.as_deref(),
-                timeout,
+                ctx.step_timeout(),
             )
             .await,
         );

@@ -173,7 +173,6 @@ fn chown(path: &Path, user: &ServerUser) -> Result<()> {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.keep {
-            tracing::info!("kept the scratch directory {}", self.root.display());
             return;
         }
         // A wal-fetch prefetcher the server started may still be finishing a

@@ -67,6 +67,8 @@ pub fn server_settings(
         ("logging_collector", "off".into()),
         ("log_destination", "stderr".into()),
         ("log_min_messages", "warning".into()),
+        // The log is read for progress and for why the server stopped.
+        ("lc_messages", "C".into()),
         ("shared_buffers", "128MB".into()),
         ("huge_pages", "try".into()),
         ("synchronous_standby_names", String::new()),
@@ -254,11 +256,13 @@ pub fn last_restored_segment(lines: &[String]) -> Option<String> {
     })
 }
 
-/// The lines of a log that say why a server stopped.
+/// The lines of a log that say why a server stopped (not the connections
+/// it refused while starting).
 pub fn fatal_lines(lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .filter(|l| !l.contains("the database system is "))
         .cloned()
         .collect()
 }
@@ -293,6 +297,7 @@ impl ProvingServer {
         let mut connected: Option<(Connection, Duration)> = None;
         let mut last_report = Instant::now();
         let mut last_error = String::new();
+        let mut last_attempt: Option<Instant> = None;
         loop {
             if let Some(status) = self.exited() {
                 let tail = self.log_tail(200);
@@ -336,7 +341,17 @@ impl ProvingServer {
                     ),
                 };
             }
-            if connected.is_none() {
+            // Every refused connection costs a FATAL line in the server's log:
+            // connect once it says it is ready, or now and then in case it
+            // says so in words this does not know.
+            let try_now = connected.is_none()
+                && (last_attempt.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+                    || self
+                        .log_tail(50)
+                        .iter()
+                        .any(|l| l.contains("ready to accept")));
+            if try_now {
+                last_attempt = Some(Instant::now());
                 let user = &users[user_at];
                 match crate::pg::server::connect_to(&self.endpoint, user, dbname, timeout).await {
                     Ok(c) => connected = Some((c, started.elapsed())),
@@ -458,6 +473,7 @@ mod tests {
             "pgproof wal-fetch: restored 000000010000000000000003 from file:///r/main (16.0 MiB) in 3 ms",
             "2026-11-25 20:00:01 UTC [1] LOG:  restored log file \"000000010000000000000003\" from archive",
             "2026-11-25 20:00:01 UTC [1] LOG:  restored log file \"00000002.history\" from archive",
+            "2026-11-25 20:00:01 UTC [2] FATAL:  the database system is starting up",
             "2026-11-25 20:00:02 UTC [1] FATAL:  WAL ends before end of online backup",
         ]
         .iter()
