@@ -110,6 +110,15 @@ impl Scratch {
             for dir in [&scratch.root, &scratch.socket_dir(), &scratch.conf_dir()] {
                 chown(dir, user)?;
             }
+            if let Some(closed) = parent.ancestors().find(|a| !enterable(a, user)) {
+                return Err(Error::config(format!(
+                    "the server's user, {}, cannot enter {}, so it could not reach the scratch directory {}",
+                    user.describe(),
+                    closed.display(),
+                    scratch.root.display()
+                ))
+                .with_hint("choose a --scratch directory every ancestor of which that user may enter, e.g. under /var/tmp"));
+            }
         }
         Ok(scratch)
     }
@@ -165,6 +174,23 @@ impl Scratch {
     }
 }
 
+/// Whether `user` (with its primary group only: the server runs without
+/// supplementary groups) may pass through the directory `dir`.
+fn enterable(dir: &Path, user: &ServerUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = m.mode();
+    if m.uid() == user.uid {
+        mode & 0o100 != 0
+    } else if m.gid() == user.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
 fn chown(path: &Path, user: &ServerUser) -> Result<()> {
     std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
         .map_err(|e| Error::io("changing the owner of", path, e))
@@ -190,5 +216,27 @@ impl Drop for Scratch {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_another_user_may_enter() {
+        let dir = tempfile::tempdir().unwrap();
+        let stranger = ServerUser {
+            uid: 54321,
+            gid: 54321,
+            name: None,
+            switch: true,
+            why: String::new(),
+        };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!enterable(dir.path(), &stranger));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o701)).unwrap();
+        assert!(enterable(dir.path(), &stranger));
+        assert!(!enterable(&dir.path().join("absent"), &stranger));
     }
 }
