@@ -343,7 +343,7 @@ fn wal_gaps_fail_the_proof() {
         .first()
         .expect("a segment between the backup and the last one");
     std::fs::remove_file(archived_object(&s, missing)).unwrap();
-    let out = s.prove(&[]);
+    let out = s.prove(&["--keep"]);
     eprintln!("{}", stderr(&out));
     assert_exit(&out, 12);
     let err = stderr(&out);
@@ -351,7 +351,19 @@ fn wal_gaps_fail_the_proof() {
         err.contains("NOT proven: archive end failed") && err.contains(&after),
         "{err}"
     );
-    s.assert_cleaned_up();
+    // --keep leaves the restored cluster and the server's log, and says where.
+    let kept: Vec<PathBuf> = std::fs::read_dir(s.scratch_parent())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        err.contains(&format!("stays for inspection: {}", kept[0].display())),
+        "{err}"
+    );
+    assert!(kept[0].join("data/PG_VERSION").exists() && kept[0].join("server.log").exists());
+    std::fs::remove_dir_all(&kept[0]).unwrap();
 
     // A gap before consistency: the server cannot start.
     std::fs::remove_file(archived_object(&s, &start_wal)).unwrap();
