@@ -316,11 +316,15 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         Recovery::Failed {
             check: name,
             detail,
+            consistent_after,
         } => {
             for line in &tail[tail.len().saturating_sub(15)..] {
                 tracing::error!("server log: {line}");
             }
             server.stop().await;
+            if let Some(after) = consistent_after {
+                a.push(started_check(after));
+            }
             return a.push(check(name, false, detail));
         }
         Recovery::Ended {
@@ -340,14 +344,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
                         .to_string()
                 })
             });
-            a.push(check(
-                "start",
-                true,
-                format!(
-                    "consistent and accepting connections after {}",
-                    report::duration(consistent_after)
-                ),
-            ));
+            a.push(started_check(consistent_after));
             a.push(check(
                 "replay",
                 true,
@@ -431,6 +428,17 @@ async fn interruption() -> &'static str {
         },
         _ => std::future::pending().await,
     }
+}
+
+fn started_check(consistent_after: Duration) -> ProofCheck {
+    check(
+        "start",
+        true,
+        format!(
+            "consistent and accepting connections after {}",
+            report::duration(consistent_after)
+        ),
+    )
 }
 
 /// Configuration files, ownership and the server process.

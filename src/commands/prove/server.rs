@@ -279,7 +279,12 @@ pub enum Recovery {
     },
     /// The server accepted no connection (`start`) or did not finish
     /// recovery (`replay`) in time, or exited; with the reason.
-    Failed { check: &'static str, detail: String },
+    Failed {
+        check: &'static str,
+        detail: String,
+        /// When it had become consistent, if it had.
+        consistent_after: Option<Duration>,
+    },
 }
 
 impl ProvingServer {
@@ -314,6 +319,7 @@ impl ProvingServer {
                 };
                 return Recovery::Failed {
                     check,
+                    consistent_after: connected.as_ref().map(|(_, d)| *d),
                     detail: format!("the server exited ({status}) during recovery: {why}"),
                 };
             }
@@ -325,6 +331,7 @@ impl ProvingServer {
                 };
                 return Recovery::Failed {
                     check,
+                    consistent_after: connected.as_ref().map(|(_, d)| *d),
                     detail: format!(
                         "the time limit ran out after {} ({}){}",
                         crate::report::duration(started.elapsed()),
@@ -412,6 +419,7 @@ impl ProvingServer {
                                 .collect();
                             return Recovery::Failed {
                                 check: "replay",
+                                consistent_after: Some(*consistent_after),
                                 detail: format!(
                                     "recovery paused at {}: {}",
                                     lsn.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
