@@ -342,7 +342,25 @@ fn wal_gaps_fail_the_proof() {
     let missing = names
         .first()
         .expect("a segment between the backup and the last one");
-    std::fs::remove_file(archived_object(&s, missing)).unwrap();
+    // First damaged: wal-fetch refuses it and PostgreSQL stops recovery.
+    let object = archived_object(&s, missing);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&object, bytes).unwrap();
+    let out = s.prove(&[]);
+    eprintln!("{}", stderr(&out));
+    assert_exit(&out, 12);
+    let err = stderr(&out);
+    assert!(
+        err.contains("NOT proven: ")
+            && err.contains(&format!("could not restore file \"{missing}\""))
+            && err.contains("is corrupt"),
+        "{err}"
+    );
+    s.assert_cleaned_up();
+    // Then missing.
+    std::fs::remove_file(&object).unwrap();
     let out = s.prove(&["--keep"]);
     eprintln!("{}", stderr(&out));
     assert_exit(&out, 12);
@@ -380,7 +398,7 @@ fn wal_gaps_fail_the_proof() {
         "the hint names the WAL needed:\n{err}"
     );
     let proofs = s.proofs();
-    assert_eq!(proofs.len(), 2);
+    assert_eq!(proofs.len(), 3);
     assert!(proofs.iter().all(|p| p["succeeded"] == false));
     assert!(
         proofs

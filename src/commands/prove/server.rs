@@ -257,11 +257,16 @@ pub fn last_restored_segment(lines: &[String]) -> Option<String> {
 }
 
 /// The lines of a log that say why a server stopped (not the connections
-/// it refused while starting).
+/// it refused while starting), with wal-fetch's reasons for failing.
 pub fn fatal_lines(lines: &[String]) -> Vec<String> {
     lines
         .iter()
-        .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .filter(|l| {
+            l.contains("FATAL:")
+                || l.contains("PANIC:")
+                // Why restore_command failed, in its own words.
+                || (l.starts_with("pgproof wal-fetch: ERROR:") && !l.contains("hint:"))
+        })
         .filter(|l| !l.contains("the database system is "))
         .cloned()
         .collect()
@@ -303,7 +308,22 @@ impl ProvingServer {
         let mut last_report = Instant::now();
         let mut last_error = String::new();
         let mut last_attempt: Option<Instant> = None;
+        // When the log first said so; the first connection may come later,
+        // or never, when replay fails soon after.
+        let mut consistent_at: Option<Duration> = None;
         loop {
+            let tail = self.log_tail(200);
+            if consistent_at.is_none()
+                && tail
+                    .iter()
+                    .any(|l| l.contains("consistent recovery state reached"))
+            {
+                consistent_at = Some(started.elapsed());
+            }
+            let consistent = match (connected.as_ref().map(|(_, d)| *d), consistent_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(status) = self.exited() {
                 let tail = self.log_tail(200);
                 let fatal = fatal_lines(&tail);
@@ -312,30 +332,30 @@ impl ProvingServer {
                 } else {
                     fatal.join(" | ")
                 };
-                let check = if connected.is_some() {
+                let check = if consistent.is_some() {
                     "replay"
                 } else {
                     "start"
                 };
                 return Recovery::Failed {
                     check,
-                    consistent_after: connected.as_ref().map(|(_, d)| *d),
+                    consistent_after: consistent,
                     detail: format!("the server exited ({status}) during recovery: {why}"),
                 };
             }
             if Instant::now() >= deadline {
-                let check = if connected.is_some() {
+                let check = if consistent.is_some() {
                     "replay"
                 } else {
                     "start"
                 };
                 return Recovery::Failed {
                     check,
-                    consistent_after: connected.as_ref().map(|(_, d)| *d),
+                    consistent_after: consistent,
                     detail: format!(
                         "the time limit ran out after {} ({}){}",
                         crate::report::duration(started.elapsed()),
-                        if connected.is_some() {
+                        if consistent.is_some() {
                             "the server was still replaying WAL"
                         } else {
                             "the server never reached a consistent state"
@@ -395,13 +415,13 @@ impl ProvingServer {
                         let lsn: Option<String> = row.get(1);
                         let lsn = lsn.and_then(|l| l.parse::<Lsn>().ok());
                         if !in_recovery {
-                            let (connection, consistent_after) =
+                            let (connection, connected_after) =
                                 connected.take().expect("connected");
                             return Recovery::Ended {
                                 connection: Box::new(connection),
                                 user: users[user_at].clone(),
                                 dbname: dbname.to_string(),
-                                consistent_after,
+                                consistent_after: consistent.unwrap_or(connected_after),
                                 replayed_to: lsn,
                             };
                         }
@@ -482,6 +502,8 @@ mod tests {
             "2026-11-25 20:00:01 UTC [1] LOG:  restored log file \"000000010000000000000003\" from archive",
             "2026-11-25 20:00:01 UTC [1] LOG:  restored log file \"00000002.history\" from archive",
             "2026-11-25 20:00:01 UTC [2] FATAL:  the database system is starting up",
+            "pgproof wal-fetch: ERROR: stored object x is corrupt: it does not decompress",
+            "pgproof wal-fetch: ERROR: hint: the copy in the repository is damaged; it was not used",
             "2026-11-25 20:00:02 UTC [1] FATAL:  WAL ends before end of online backup",
         ]
         .iter()
@@ -491,7 +513,7 @@ mod tests {
             last_restored_segment(&log).as_deref(),
             Some("000000010000000000000003")
         );
-        assert_eq!(fatal_lines(&log).len(), 1);
+        assert_eq!(fatal_lines(&log).len(), 2);
     }
 
     #[test]
