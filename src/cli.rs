@@ -2,7 +2,7 @@
 //! text), settings resolution, and the mapping of results to exit statuses.
 
 use crate::commands::{
-    backup_list, backup_mark, backup_push, check, clusters, delete, restore, status, verify,
+    backup_list, backup_mark, backup_push, check, clusters, delete, prove, restore, status, verify,
     wal_fetch, wal_push,
 };
 use crate::error::Error;
@@ -47,6 +47,10 @@ pub struct Cli {
     /// wal-fetch: how many following segments to download in the background [default: 8]
     #[arg(long, global = true, env = "PGPROOF_PREFETCH", value_name = "N")]
     pub prefetch: Option<usize>,
+    /// Directory of the server binaries (prove); "{major}" stands for the major
+    /// [default: /usr/lib/postgresql/<major>/bin, then PATH]
+    #[arg(long, global = true, env = "PGPROOF_PG_BINDIR", value_name = "DIR")]
+    pub pg_bindir: Option<String>,
     /// Say more (-v), or everything (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -279,6 +283,42 @@ pub enum Command {
         #[arg(long, default_value = "26h", value_name = "AGE")]
         stale_after: String,
     },
+    /// Restore a backup into a scratch directory, start PostgreSQL on it, replay
+    /// the archive, run checks, and record the proof in the repository
+    ///
+    /// Exits 0 when every check passed, 12 when one failed (the failed proof
+    /// is recorded too).
+    Prove {
+        /// Backup name, or "latest"
+        #[arg(long, value_name = "NAME", default_value = "latest")]
+        backup: String,
+        /// Where to create the scratch directory [default: the system temp directory]
+        #[arg(long, env = "PGPROOF_SCRATCH", value_name = "DIR")]
+        scratch: Option<PathBuf>,
+        /// Keep the scratch directory (restored data and server log) for inspection
+        #[arg(long)]
+        keep: bool,
+        /// Limit for the whole proof: restore, replay and checks
+        #[arg(long, default_value = "30m", value_name = "DURATION")]
+        time_limit: String,
+        /// A query whose first column of its first row is checked
+        #[arg(long, value_name = "QUERY")]
+        sql: Option<String>,
+        /// The text --sql must return [default: any result]
+        #[arg(long, value_name = "TEXT", requires = "sql")]
+        expect: Option<String>,
+        /// Database --sql runs in
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "postgres",
+            requires = "sql"
+        )]
+        sql_database: String,
+        /// Parts downloaded at once
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        jobs: usize,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -299,6 +339,7 @@ impl Command {
             Command::BackupMark { .. } => "backup-mark",
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
+            Command::Prove { .. } => "prove",
         }
     }
 }
@@ -523,6 +564,48 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }
+        Command::Prove {
+            backup,
+            scratch,
+            keep,
+            time_limit,
+            sql,
+            expect,
+            sql_database,
+            jobs,
+        } => {
+            let result = async {
+                let mut over = over.clone();
+                over.scratch = scratch.clone().map(|s| {
+                    let source = matches
+                        .subcommand_matches("prove")
+                        .and_then(|m| m.value_source("scratch"));
+                    let origin = match source {
+                        Some(ValueSource::EnvVariable) => Origin::Env("PGPROOF_SCRATCH"),
+                        _ => Origin::Flag("--scratch"),
+                    };
+                    Sourced::new(s, origin)
+                });
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let opts = prove::ProveOptions {
+                    backup: Some(backup.clone()),
+                    keep: *keep,
+                    time_limit: crate::settings::parse_duration(time_limit)?,
+                    sql: sql.clone(),
+                    expect: expect.clone(),
+                    sql_database: sql_database.clone(),
+                    jobs: *jobs,
+                };
+                prove::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(verdict) => {
+                    println!("{verdict}");
+                    0
+                }
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
         Command::Verify { backup } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
@@ -693,5 +776,12 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
             .map(|v| Sourced::new(v, origin(m, "pgport", "--pgport", "PGPROOF_PGPORT"))),
         push_ahead: cli.push_ahead,
         prefetch: cli.prefetch,
+        pg_bindir: sourced(
+            cli.pg_bindir.clone(),
+            "pg_bindir",
+            "--pg-bindir",
+            "PGPROOF_PG_BINDIR",
+        ),
+        scratch: None,
     }
 }

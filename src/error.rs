@@ -29,6 +29,9 @@ pub enum ErrorKind {
     /// A safety rule refused the operation (non-empty destination, running
     /// server, missing confirmation).
     Refused,
+    /// `prove` ran and a check failed: the backup is not proven restorable
+    /// (the failed proof is recorded in the repository).
+    ProofFailed,
 }
 
 impl ErrorKind {
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 9,
             ErrorKind::LocalIo => 10,
             ErrorKind::Refused => 11,
+            ErrorKind::ProofFailed => 12,
         }
     }
 }

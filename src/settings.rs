@@ -59,6 +59,10 @@ pub struct FileConfig {
     pub timeout: Option<String>,
     pub push_ahead: Option<usize>,
     pub prefetch: Option<usize>,
+    /// Server binaries for commands that start PostgreSQL; may hold `{major}`.
+    pub pg_bindir: Option<String>,
+    /// prove: where its scratch directory is created.
+    pub scratch: Option<PathBuf>,
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
 }
@@ -74,6 +78,8 @@ pub struct ClusterConfig {
     pub host: Option<String>,
     /// Port, overriding postmaster.pid.
     pub port: Option<u16>,
+    /// Server binaries of this cluster's major; may hold `{major}`.
+    pub pg_bindir: Option<String>,
 }
 
 impl FileConfig {
@@ -103,6 +109,8 @@ pub struct Overrides {
     pub port: Option<Sourced<u16>>,
     pub push_ahead: Option<usize>,
     pub prefetch: Option<usize>,
+    pub pg_bindir: Option<Sourced<String>>,
+    pub scratch: Option<Sourced<PathBuf>>,
 }
 
 /// How the data directory is looked for when no setting names it.
@@ -127,6 +135,10 @@ pub struct Settings {
     pub timeout: Duration,
     pub push_ahead: usize,
     pub prefetch: usize,
+    /// Where to look first for the server binaries (`{major}` is replaced).
+    pub pg_bindir: Option<Sourced<String>>,
+    /// prove: the directory its scratch directory is created in.
+    pub scratch: Option<Sourced<PathBuf>>,
     pub config_file: Option<PathBuf>,
 }
 
@@ -225,6 +237,24 @@ impl Settings {
                 .or(file.push_ahead)
                 .unwrap_or(DEFAULT_PUSH_AHEAD),
             prefetch: over.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
+            pg_bindir: over
+                .pg_bindir
+                .clone()
+                .or_else(|| {
+                    section
+                        .as_ref()
+                        .and_then(|s| s.pg_bindir.clone())
+                        .map(|b| Sourced::new(b, file_origin()))
+                })
+                .or_else(|| {
+                    file.pg_bindir
+                        .clone()
+                        .map(|b| Sourced::new(b, file_origin()))
+                }),
+            scratch: over
+                .scratch
+                .clone()
+                .or_else(|| file.scratch.clone().map(|s| Sourced::new(s, file_origin()))),
             config_file,
         })
     }
@@ -469,6 +499,28 @@ mod tests {
         let err = Settings::resolve(&over, Some("/srv/other".into()), PgdataFallback::PgdataEnv)
             .unwrap_err();
         assert!(err.to_string().contains("no cluster name"), "{err}");
+    }
+
+    #[test]
+    fn server_binaries_and_scratch_place() {
+        let (_d, path) = write_config(
+            "repo = \"file:///r\"\npg_bindir = \"/opt/pg/{major}/bin\"\nscratch = \"/srv/scratch\"\n[clusters.old]\npg_bindir = \"/opt/pg13/bin\"\n[clusters.new]\n",
+        );
+        let mut over = with_config(&path);
+        over.cluster = Some(Sourced::new("old".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.pg_bindir.unwrap().value, "/opt/pg13/bin");
+        assert_eq!(s.scratch.unwrap().value, PathBuf::from("/srv/scratch"));
+        over.cluster = Some(Sourced::new("new".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.pg_bindir.unwrap().value, "/opt/pg/{major}/bin");
+        over.pg_bindir = Some(Sourced::new("/x".into(), Origin::Env("PGPROOF_PG_BINDIR")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        let b = s.pg_bindir.unwrap();
+        assert_eq!(
+            (b.value.as_str(), b.origin),
+            ("/x", Origin::Env("PGPROOF_PG_BINDIR"))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cluster;
 pub mod clusters;
 pub mod delete;
+pub mod prove;
 pub mod restore;
 pub mod status;
 pub mod verify;

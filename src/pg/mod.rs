@@ -3,6 +3,7 @@
 
 pub mod backup_api;
 pub mod backup_label;
+pub mod binaries;
 pub mod control;
 pub mod datadir;
 pub mod discovery;
@@ -11,6 +12,7 @@ pub mod lsn;
 pub mod page;
 pub mod pidfile;
 pub mod server;
+pub mod standby_params;
 pub mod version;
 pub mod walheader;
 pub mod walname;

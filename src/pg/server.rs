@@ -76,12 +76,22 @@ pub async fn connect(
     user: &str,
     timeout: std::time::Duration,
 ) -> Result<Connection> {
+    connect_to(endpoint, user, "postgres", timeout).await
+}
+
+/// Like `connect`, to a named database.
+pub async fn connect_to(
+    endpoint: &Endpoint,
+    user: &str,
+    dbname: &str,
+    timeout: std::time::Duration,
+) -> Result<Connection> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&endpoint.host)
         .port(endpoint.port)
         .user(user)
-        .dbname("postgres")
+        .dbname(dbname)
         .application_name("pgproof")
         .connect_timeout(timeout);
     if let Ok(password) = std::env::var("PGPASSWORD") {
@@ -91,7 +101,7 @@ pub async fn connect(
     let (client, connection) = match connected {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
-            return Err(Error::new(ErrorKind::Postgres, format!("cannot connect to {endpoint} as {user}"))
+            return Err(Error::new(ErrorKind::Postgres, format!("cannot connect to {endpoint} as {user} (database {dbname})"))
                 .with_source(e)
                 .with_hint("is the server running, and may this user connect through that socket (pg_hba.conf)?"));
         }

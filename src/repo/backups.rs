@@ -55,7 +55,8 @@ impl Repository {
             &self.cluster,
             &proof.binding,
             &proof.backup,
-            &proof.started_at.format("%Y%m%dT%H%M%SZ").to_string(),
+            // Milliseconds: two attempts in one second must not collide.
+            &proof.started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
         );
         self.storage
             .put_new(&key, Bytes::from(document::encode(proof)?))

@@ -106,7 +106,7 @@ pub fn proofs_dir(cluster: &ClusterName, binding: &str, backup: &str) -> String 
     format!("{}/proofs", backup_dir(cluster, binding, backup))
 }
 
-/// One proof, named by when it started (`20261125T140207Z`).
+/// One proof, named by when it started, to the millisecond (`20261125T140207.123Z`).
 pub fn proof(cluster: &ClusterName, binding: &str, backup: &str, started: &str) -> String {
     format!("{}/{started}.json", proofs_dir(cluster, binding, backup))
 }

@@ -51,3 +51,36 @@ impl Proof {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_survive_the_self_checksum() {
+        // A float that JSON does not read back bit for bit would make the
+        // stored proof fail its own checksum.
+        for i in 0..2000u32 {
+            let secs = f64::from(i) * 0.7315 + 1.0 / 3.0 + 1e-9 * f64::from(i);
+            let proof = Proof {
+                format: 1,
+                backup: "20261125T182907Z".into(),
+                binding: "15-1".into(),
+                system_identifier: 1,
+                started_at: Utc::now(),
+                finished_at: Utc::now(),
+                duration_secs: secs,
+                host: "h".into(),
+                pgproof_version: "0".into(),
+                server_version: "PostgreSQL 15".into(),
+                replayed_to_lsn: None,
+                replayed_to_wal: None,
+                succeeded: true,
+                checks: Vec::new(),
+            };
+            let bytes = super::super::document::encode(&proof).unwrap();
+            let back: Proof = super::super::document::decode(&bytes, "proof").unwrap();
+            assert_eq!(back.duration_secs, secs);
+        }
+    }
+}

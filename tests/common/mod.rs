@@ -121,6 +121,7 @@ pub fn pgproof_exe() -> &'static Path {
         let dir = PathBuf::from(SCRATCH_ROOT).join("bin");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        remove_copies_of_finished_runs(&dir);
         let dest = dir.join(format!("pgproof-{}", std::process::id()));
         let tmp = dir.join(format!(".pgproof-{}.tmp", std::process::id()));
         std::fs::copy(&built, &tmp).unwrap();
@@ -128,6 +129,24 @@ pub fn pgproof_exe() -> &'static Path {
         std::fs::rename(&tmp, &dest).unwrap();
         dest
     })
+}
+
+/// Each test process leaves a copy of the binary (a few hundred MB in a
+/// debug build); those of processes that have ended are removed.
+fn remove_copies_of_finished_runs(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .trim_start_matches('.')
+            .strip_prefix("pgproof-")
+            .map(|rest| rest.trim_end_matches(".tmp"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 pub fn pg_root() -> PathBuf {

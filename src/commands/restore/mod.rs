@@ -2,7 +2,7 @@
 //! process (download, decompress, verify every checksum, write), configure
 //! recovery.
 
-mod select;
+pub(crate) mod select;
 
 use super::cluster::open_repository;
 use crate::codec::Compression;
