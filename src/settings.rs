@@ -116,7 +116,9 @@ pub struct Overrides {
 /// How the data directory is looked for when no setting names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PgdataFallback {
-    /// archive_command and restore_command run in PGDATA: use the working directory.
+    /// archive_command and restore_command run in PGDATA: the working
+    /// directory, when it is a data directory, comes before the
+    /// configuration file's `pgdata`.
     WorkingDirectory,
     /// Interactive commands: the `PGDATA` environment variable.
     PgdataEnv,
@@ -163,6 +165,12 @@ impl Settings {
         let (cluster_name, section) =
             choose_cluster(over, &file, pgdata.as_ref(), fallback, &file_origin)?;
 
+        // PostgreSQL runs archive_command and restore_command in the data
+        // directory it serves: that beats the configuration file, which may
+        // describe the cluster a restored copy came from.
+        if pgdata.is_none() && fallback == PgdataFallback::WorkingDirectory {
+            pgdata = fallback_pgdata(fallback);
+        }
         if pgdata.is_none()
             && let Some(p) = section.as_ref().and_then(|s| s.pgdata.clone())
         {

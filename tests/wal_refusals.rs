@@ -628,6 +628,53 @@ fn wal_fetch_prefetches_the_next_segments() {
 }
 
 #[test]
+fn wal_fetch_works_in_the_data_directory_it_runs_in_not_the_configured_one() {
+    // A copy restored from cluster `a` runs restore_command with the same
+    // configuration file, whose section names a's data directory: the
+    // prefetch spool belongs in the copy, never in the source's pg_wal.
+    let a = archiving("fetch-cwd");
+    let config = a.scratch.path.join("pgproof.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\n[clusters.a]\npgdata = \"{}\"\n",
+            a.repo.url,
+            a.cluster.pgdata.display()
+        ),
+    )
+    .unwrap();
+    let copy = a.scratch.dir("copy");
+    std::fs::create_dir_all(copy.join("global")).unwrap();
+    std::fs::create_dir_all(copy.join("pg_wal")).unwrap();
+    for f in ["global/pg_control", "PG_VERSION"] {
+        std::fs::copy(a.cluster.pgdata.join(f), copy.join(f)).unwrap();
+    }
+    let out = pgproof(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cluster",
+            "a",
+            "--prefetch",
+            "1",
+            "wal-fetch",
+            &a.segments[0],
+            "pg_wal/RECOVERYXLOG",
+        ],
+        &[],
+        Some(&copy),
+    );
+    assert_exit(&out, 0);
+    wait_until("the prefetcher", Duration::from_secs(30), || {
+        !files_under(&copy.join("pg_wal/.pgproof-prefetch")).is_empty()
+    });
+    assert!(
+        files_under(&a.cluster.pgdata.join("pg_wal/.pgproof-prefetch")).is_empty(),
+        "nothing is spooled into the source's pg_wal"
+    );
+}
+
+#[test]
 fn history_files_are_archived_and_checked() {
     let a = archiving("history");
     let dir = a.scratch.dir("hist");
