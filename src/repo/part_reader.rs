@@ -8,6 +8,7 @@ use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// Where the files of a part go as they are read.
 pub trait FileSink {
@@ -64,9 +65,69 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Decompressed bytes travel from the reading thread to the checking one
+/// in chunks of this size; a few are in flight per part.
+const CHUNK: usize = 1 << 20;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The checking side's view of the decompressed stream: chunks from the
+/// reading thread, whose buffers go back to it for reuse.
+struct ChunkReader {
+    chunks: Receiver<std::io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.recycle.try_send(used);
+                    self.at = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Fills `buf` as far as the stream allows; fewer bytes only at its end.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Reads part number `part` (stored at `key`) from `reader`, checking every
 /// file against `expected` and the whole object against `stored_checksum`.
 /// Any mismatch is a `Corrupt` error naming the key (and the file).
+///
+/// Two threads share the work, so that one large part (a 1 GiB relation
+/// segment makes one) is not bound to one core: one reads, hashes and
+/// decompresses the stored object; the other walks the tar, hashes each
+/// file and hands it to the sink.
 pub fn read_part(
     reader: impl Read + Send,
     compression: Compression,
@@ -80,12 +141,79 @@ pub fn read_part(
         Error::corrupt(format!("part {key} is corrupt: {why}"))
             .with_hint("the stored backup is damaged; restore another backup")
     };
-    let mut hashing = HashingReader {
-        inner: reader,
-        hasher: Hasher::new(),
-    };
-    let decoder = compression.decoder(&mut hashing)?;
-    let mut archive = tar::Archive::new(decoder);
+    std::thread::scope(|scope| {
+        let (chunk_tx, chunk_rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        let producer = scope.spawn(move || -> std::io::Result<Option<Checksum>> {
+            let mut hashing = HashingReader {
+                inner: reader,
+                hasher: Hasher::new(),
+            };
+            let mut decoder = match compression.decoder(&mut hashing) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = chunk_tx.send(Err(std::io::Error::other(e.to_string())));
+                    return Ok(None);
+                }
+            };
+            loop {
+                let mut buf = recycle_rx.try_recv().unwrap_or_default();
+                buf.resize(CHUNK, 0);
+                let n = match read_full(&mut decoder, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = chunk_tx.send(Err(e));
+                        return Ok(None);
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if chunk_tx.send(Ok(buf)).is_err() {
+                    // The checking side stopped (it found a problem).
+                    return Ok(None);
+                }
+            }
+            drop(decoder);
+            drop(chunk_tx);
+            // What the decoder left (nothing, or trailing bytes) is part of the object too.
+            std::io::copy(&mut hashing, &mut std::io::sink())?;
+            Ok(Some(hashing.hasher.finish()))
+        });
+        let stream = ChunkReader {
+            chunks: chunk_rx,
+            recycle: recycle_tx,
+            current: Vec::new(),
+            at: 0,
+            done: false,
+        };
+        let walked = walk_tar(stream, part, expected, key, sink, &corrupt);
+        let stored = producer
+            .join()
+            .map_err(|_| Error::corrupt(format!("reading part {key} failed")))?;
+        let totals = walked?;
+        match stored {
+            Ok(Some(sum)) if sum == stored_checksum => Ok(totals),
+            Ok(Some(_)) => Err(corrupt(
+                "the stored object's checksum does not match its manifest".into(),
+            )),
+            Ok(None) => Err(corrupt("it ended early".into())),
+            Err(e) => Err(corrupt(e.to_string())),
+        }
+    })
+}
+
+/// Walks the decompressed tar stream, checking each file as it passes.
+fn walk_tar(
+    mut stream: ChunkReader,
+    part: usize,
+    expected: &Expected,
+    key: &str,
+    sink: &mut dyn FileSink,
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<PartTotals> {
+    let mut archive = tar::Archive::new(&mut stream);
     let mut totals = PartTotals::default();
     let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -130,13 +258,8 @@ pub fn read_part(
         totals.files += 1;
         totals.bytes += size;
     }
-    drop(archive);
-    // Drain what the tar reader left (end-of-archive padding) so the checksum covers the whole object.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
-    if hashing.hasher.finish() != stored_checksum {
-        return Err(corrupt(
-            "the stored object's checksum does not match its manifest".into(),
-        ));
-    }
+    // The end-of-archive padding after the last entry, so that the reading
+    // thread reaches the end of the object and its checksum covers it all.
+    std::io::copy(&mut stream, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
     Ok(totals)
 }
