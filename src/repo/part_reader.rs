@@ -263,3 +263,89 @@ fn walk_tar(
     std::io::copy(&mut stream, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
     Ok(totals)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zstd-compressed tar of two files (one spanning several chunks), and the manifest's view of it.
+    fn part() -> (Vec<u8>, Vec<FileEntry>) {
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "base/1/1259",
+                (0..3 * CHUNK + 17).map(|i| (i * 31 % 251) as u8).collect(),
+            ),
+            ("PG_VERSION", b"15\n".to_vec()),
+        ];
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut entries = Vec::new();
+        for (path, data) in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, path, data.as_slice())
+                .unwrap();
+            entries.push(FileEntry {
+                path: path.to_string(),
+                tablespace: None,
+                size: data.len() as u64,
+                checksum: Checksum::of(data),
+                mode: 0o600,
+                mtime: 0,
+                part: 0,
+            });
+        }
+        let tar = builder.into_inner().unwrap();
+        let stored = Compression::Zstd { level: 1 }.compress(&tar).unwrap();
+        (stored, entries)
+    }
+
+    fn read(stored: &[u8], entries: &[FileEntry], sum: Checksum) -> Result<PartTotals> {
+        read_part(
+            stored,
+            Compression::Zstd { level: 1 },
+            0,
+            &expected_files(entries),
+            "main/backups/x/part-00001.tar.zst",
+            sum,
+            &mut Discard,
+        )
+    }
+
+    #[test]
+    fn a_sound_part_reads_back_whole() {
+        let (stored, entries) = part();
+        let totals = read(&stored, &entries, Checksum::of(&stored)).unwrap();
+        assert_eq!(totals.files, 2);
+        assert_eq!(totals.bytes, entries.iter().map(|e| e.size).sum::<u64>());
+    }
+
+    #[test]
+    fn damage_anywhere_is_named() {
+        let (stored, entries) = part();
+        let sum = Checksum::of(&stored);
+        let mut flipped = stored.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x55;
+        let err = read(&flipped, &entries, sum).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt);
+        assert!(err.to_string().contains("part-00001.tar.zst"), "{err}");
+
+        let truncated = &stored[..stored.len() / 3];
+        let err = read(truncated, &entries, sum).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt, "{err}");
+
+        let mut wrong = entries.clone();
+        wrong[0].checksum = Checksum::of(b"something else");
+        let err = read(&stored, &wrong, sum).unwrap_err();
+        assert!(err.to_string().contains("base/1/1259"), "{err}");
+
+        let err = read(&stored, &entries, Checksum::of(b"other object")).unwrap_err();
+        assert!(
+            err.to_string().contains("stored object's checksum"),
+            "{err}"
+        );
+    }
+}
