@@ -214,6 +214,8 @@ async fn download_parts(
                     root,
                     file: None,
                     progress,
+                    written: 0,
+                    flushed: 0,
                 };
                 read_part(
                     reader,
@@ -253,6 +255,28 @@ struct DiskSink {
     root: PathBuf,
     file: Option<(std::fs::File, PathBuf)>,
     progress: Progress,
+    /// Bytes of the current file written, and how many of them have been
+    /// handed to the kernel's writeback.
+    written: u64,
+    flushed: u64,
+}
+
+/// Writeback is started every this many bytes of a file, as PostgreSQL's
+/// own `*_flush_after` settings do: dirty pages never pile up to the
+/// kernel's limits, where it stalls the writer for far longer.
+const WRITEBACK_AFTER: u64 = 8 << 20;
+
+fn start_writeback(file: &std::fs::File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; it only schedules I/O.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 impl FileSink for DiskSink {
@@ -260,6 +284,8 @@ impl FileSink for DiskSink {
         let dest = self.root.join(path);
         let out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         self.file = Some((out, dest));
+        self.written = 0;
+        self.flushed = 0;
         Ok(())
     }
 
@@ -268,12 +294,20 @@ impl FileSink for DiskSink {
             out.write_all(data)
                 .map_err(|e| Error::io("writing", dest, e))?;
             self.progress.add(data.len() as u64);
+            self.written += data.len() as u64;
+            if self.written - self.flushed >= WRITEBACK_AFTER {
+                start_writeback(out, self.flushed, self.written - self.flushed);
+                self.flushed = self.written;
+            }
         }
         Ok(())
     }
 
     fn end(&mut self, _: &str, entry: &FileEntry) -> Result<()> {
-        if let Some((_, dest)) = self.file.take() {
+        if let Some((out, dest)) = self.file.take() {
+            if self.written > self.flushed {
+                start_writeback(&out, self.flushed, self.written - self.flushed);
+            }
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.mode & 0o7777))
                 .map_err(|e| Error::io("setting the mode of", &dest, e))?;
         }
