@@ -3,7 +3,8 @@
 # clusters, in one run: a pgbench scale-100 database (about 1.5 GB) and one of
 # about 1 GB of incompressible rows. Both tools: zstd level 1, two processes
 # (pgBackRest process-max=2, pgproof --jobs 2), a filesystem repository on the
-# same disk, warm cache. Prints time, stored size and peak memory, and ratios.
+# same disk, warm cache. Restores are timed until their files are on disk
+# (the command, then sync). Prints time, stored size and peak memory, and ratios.
 #
 #   bash bench/backup.sh
 #   SCALE=20 RANDOM_MB=200 bash bench/backup.sh    # a quicker run
@@ -29,6 +30,10 @@ timed() { # timed NAME CMD...: runs CMD as the postgres user, records ms and pea
   sync
   local t0; t0=$(now_ms)
   /usr/bin/time -o "$work/$name.rss" -f %M runuser -u postgres -- "$@" >"$work/$name.out" 2>&1 || { cat "$work/$name.out" >&2; exit 1; }
+  # A restore counts until its files are on disk: pgBackRest syncs each
+  # file as it goes, so without this the figure would only say how much
+  # writeback the kernel happened to leave for later.
+  [ "${TIMED_SYNC:-}" = 1 ] && sync
   echo $(( $(now_ms) - t0 )) >"$work/$name.ms"
 }
 
@@ -74,9 +79,9 @@ CONF
   pg_stop
   echo "$name: restores" >&2
   mkdir -p "$work/r-pgbr" "$work/r-pgproof"; chown postgres:postgres "$work/r-pgbr" "$work/r-pgproof"; chmod 700 "$work/r-pgbr" "$work/r-pgproof"
-  timed pgbr-restore pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --pg1-path="$work/r-pgbr" restore
+  TIMED_SYNC=1 timed pgbr-restore pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --pg1-path="$work/r-pgbr" restore
   rmdir "$work/r-pgproof"
-  timed pgproof-restore "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench restore "$work/r-pgproof" --jobs 2
+  TIMED_SYNC=1 timed pgproof-restore "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench restore "$work/r-pgproof" --jobs 2
 
   local pgbr_size pgproof_size
   pgbr_size=$(du -sb "$work/pgbackrest/repo/backup" | cut -f1)
