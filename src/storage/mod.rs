@@ -246,14 +246,19 @@ impl Storage {
     }
 
     /// A streaming upload (multipart once past the buffer): memory stays at
-    /// the buffer whatever the object's size. The object appears when the
-    /// writer is shut down, never half-written.
+    /// the buffer and the parts in flight, whatever the object's size. The
+    /// object appears when the writer is shut down, never half-written.
+    ///
+    /// 5 MiB is S3's smallest part. Two parts in flight keep a link busy;
+    /// object_store's default of eight let a slow disk hold 64 MiB per
+    /// writer (backups peaked at 88 MiB).
     pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
         object_store::buffered::BufWriter::with_capacity(
             self.store.clone(),
             self.path(key),
-            8 << 20,
+            5 << 20,
         )
+        .with_max_concurrency(2)
     }
 
     /// To be called once an object is complete (the `put` methods do it):
