@@ -16,12 +16,6 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
     common::wait_until(what, SERVER_WAIT, done)
 }
 
-fn pg_env(repo: &TestRepo) -> Vec<(String, String)> {
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
-    env
-}
-
 /// A cluster archiving into a repository, with a table `keep` of 1000 rows
 /// backed up, then 500 more rows, then the table dropped.
 struct Story {
@@ -55,7 +49,7 @@ fn story(name: &str, major: u32, backend: Backend) -> Story {
             cluster.pgdata.to_str().unwrap(),
             "--fast",
         ],
-        &pg_env(&repo),
+        &repo.pg_env(),
         None,
     );
     assert_exit(&out, 0);

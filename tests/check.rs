@@ -8,8 +8,7 @@ mod common;
 use common::*;
 
 fn check(repo: &TestRepo, cluster: &Cluster, name: &str) -> std::process::Output {
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
+    let env = repo.pg_env();
     pgproof(
         &[
             "--repo",

@@ -29,8 +29,7 @@ fn clusters_tells_the_protected_from_the_unprotected() {
     // The archiver finds its cluster by its data directory in the configuration file.
     protected.archive_with(&format!("--config {}", config.display()));
     protected.start();
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
+    let env = repo.pg_env();
     let out = pgproof(
         &[
             "--config",

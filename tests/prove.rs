@@ -34,8 +34,7 @@ fn story_on(name: &str, major: u32, backend: Backend) -> Story {
         "CREATE TABLE keep AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
     );
     cluster.execute("CREATE DATABASE app");
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
+    let env = repo.pg_env();
     let out = pgproof(
         &[
             "--repo",

@@ -12,12 +12,6 @@ use std::time::Duration;
 
 const SERVER_WAIT: Duration = Duration::from_secs(90);
 
-fn pg_env(repo: &TestRepo) -> Vec<(String, String)> {
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
-    env
-}
-
 /// A cluster archiving into a repository, backed up several times with WAL
 /// in between; table `t` gets one row per step.
 struct Site {
@@ -47,7 +41,7 @@ impl Site {
     fn run(&self, args: &[&str]) -> std::process::Output {
         let mut all = vec!["--repo", self.repo.url.as_str(), "--cluster", "main"];
         all.extend_from_slice(args);
-        pgproof(&all, &pg_env(&self.repo), None)
+        pgproof(&all, &self.repo.pg_env(), None)
     }
 
     /// A row, a WAL switch archived, then a backup (names are whole seconds).

@@ -8,12 +8,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn env(repo: &TestRepo) -> Vec<(String, String)> {
-    let mut env = repo.env.clone();
-    env.push(("PGUSER".into(), "postgres".into()));
-    env
-}
-
 fn archived_and_backed_up(scratch: &Scratch, repo: &TestRepo, name: &str, major: u32) -> Cluster {
     let mut cluster = Cluster::init(scratch, name, major);
     cluster.env = repo.env.clone();
@@ -29,7 +23,7 @@ fn archived_and_backed_up(scratch: &Scratch, repo: &TestRepo, name: &str, major:
             cluster.pgdata.to_str().unwrap(),
             "--fast",
         ],
-        &env(repo),
+        &repo.pg_env(),
         None,
     );
     assert_exit(&out, 0);

@@ -498,6 +498,14 @@ impl TestRepo {
         }
     }
 
+    /// The repository's environment, connecting as `postgres`: what a
+    /// command that talks to a test server needs (tests run as root).
+    pub fn pg_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("PGUSER".into(), "postgres".into()));
+        env
+    }
+
     /// Every object in a file repository, with a digest of its content.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         let dir = self

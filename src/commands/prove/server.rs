@@ -324,6 +324,12 @@ impl ProvingServer {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            // A failure before consistency is the start's; after it, the replay's.
+            let check = if consistent.is_some() {
+                "replay"
+            } else {
+                "start"
+            };
             if let Some(status) = self.exited() {
                 let tail = self.log_tail(200);
                 let fatal = fatal_lines(&tail);
@@ -332,11 +338,6 @@ impl ProvingServer {
                 } else {
                     fatal.join(" | ")
                 };
-                let check = if consistent.is_some() {
-                    "replay"
-                } else {
-                    "start"
-                };
                 return Recovery::Failed {
                     check,
                     consistent_after: consistent,
@@ -344,11 +345,6 @@ impl ProvingServer {
                 };
             }
             if Instant::now() >= deadline {
-                let check = if consistent.is_some() {
-                    "replay"
-                } else {
-                    "start"
-                };
                 return Recovery::Failed {
                     check,
                     consistent_after: consistent,
