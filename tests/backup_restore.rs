@@ -419,6 +419,20 @@ fn restore_refuses_a_non_empty_destination_and_a_corrupt_part() {
 }
 
 /// The largest stored part of any backup.
+/// The paths of the files that `strace -y -e trace=fsync` saw synced.
+fn synced_paths(trace: &Path) -> std::collections::HashSet<PathBuf> {
+    std::fs::read_to_string(trace)
+        .unwrap()
+        .lines()
+        .filter(|line| line.ends_with("= 0"))
+        .filter_map(|line| {
+            let call = line.split_once("fsync(")?.1;
+            let path = call.split_once('<')?.1.rsplit_once(">)")?.0;
+            Some(PathBuf::from(path))
+        })
+        .collect()
+}
+
 fn find_part(repo: &Path) -> PathBuf {
     let mut parts: Vec<PathBuf> = files_under(repo)
         .into_iter()
@@ -489,7 +503,20 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
 
     let new_place = scratch.path.join("ts-restored");
     let mapping = format!("{oid}={}", new_place.display());
-    let out = pgproof(
+    // Traced, to see that every file restored, in the data directory and
+    // in the tablespace, was synced before restore said it was done.
+    let trace = scratch.path.join("restore.strace");
+    let out = pgproof_under(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fsync",
+            "-o",
+            trace.to_str().unwrap(),
+        ],
         &[
             "--repo",
             &repo.url,
@@ -511,6 +538,21 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
         std::fs::read_link(dest.join("pg_tblspc").join(&oid)).unwrap(),
         new_place
     );
+    let synced = synced_paths(&trace);
+    let restored_files: Vec<PathBuf> = files_under(&dest)
+        .into_iter()
+        .chain(files_under(&new_place))
+        // The tablespace's files, once each: at their own place, not
+        // again through the pg_tblspc link.
+        .filter(|f| !f.starts_with(dest.join("pg_tblspc")))
+        .collect();
+    assert!(restored_files.len() > 900, "{}", restored_files.len());
+    for file in restored_files
+        .iter()
+        .chain([&dest, &new_place, &dest.join("base")])
+    {
+        assert!(synced.contains(file), "{} was not synced", file.display());
+    }
     let restored = Cluster::restored(&scratch, "restored", 15, dest);
     restored.start();
     wait_until("promotion", || {

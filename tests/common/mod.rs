@@ -534,7 +534,24 @@ fn crc(bytes: &[u8]) -> u64 {
 /// Runs pgproof with the given arguments and environment, never reading
 /// a host-wide configuration file.
 pub fn pgproof(args: &[&str], env: &[(String, String)], cwd: Option<&Path>) -> Output {
-    let mut cmd = Command::new(pgproof_exe());
+    pgproof_under(&[], args, env, cwd)
+}
+
+/// Runs pgproof as the last argument of `wrapper` (for example strace).
+pub fn pgproof_under(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> Output {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(pgproof_exe());
+            c
+        }
+        None => Command::new(pgproof_exe()),
+    };
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("PGPROOF_") || k.starts_with("AWS_") || k == "PGDATA" {

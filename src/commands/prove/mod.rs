@@ -257,6 +257,8 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             .map(|t| (t.oid, ctx.scratch.tablespace_dir(t.oid)))
             .collect(),
         jobs: ctx.opts.jobs,
+        // The copy runs with fsync off and is removed afterwards.
+        durable: false,
     };
     let remaining = ctx.deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, restore::run(ctx.settings, &restore_opts)).await {

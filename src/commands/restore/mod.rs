@@ -1,7 +1,8 @@
 //! `pgproof restore <DEST>` (alias `backup-fetch`): phases select, validate,
 //! process (download, decompress, verify every checksum, write), configure
-//! recovery.
+//! recovery, sync.
 
+mod durable;
 pub(crate) mod select;
 
 use super::cluster::open_repository;
@@ -41,6 +42,9 @@ pub struct RestoreOptions {
     /// Tablespace oid to new location.
     pub tablespace_map: Vec<(u32, PathBuf)>,
     pub jobs: usize,
+    /// Sync every file and directory before returning. Off only for a copy
+    /// that is thrown away after use (prove's scratch directory).
+    pub durable: bool,
 }
 
 pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
@@ -80,6 +84,19 @@ pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
         for dir in tablespace_dirs.values() {
             chown_tree(dir, manifest.owner_uid, manifest.owner_gid)?;
         }
+    }
+    if opts.durable {
+        let sync_started = Instant::now();
+        let roots: Vec<&Path> = std::iter::once(opts.dest.as_path())
+            .chain(tablespace_dirs.values().map(PathBuf::as_path))
+            .collect();
+        let synced = durable::sync_trees(&roots)?;
+        tracing::info!(
+            "synced {} files and {} directories to disk in {}",
+            synced.files,
+            synced.directories,
+            report::duration(sync_started.elapsed())
+        );
     }
     tracing::info!(
         "restored {} files ({}) in {}; next: start PostgreSQL {} on {} (for example: pg_ctl -D {} start); it will replay WAL from {} through `pgproof wal-fetch`",
