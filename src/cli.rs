@@ -2,8 +2,8 @@
 //! text), settings resolution, and the mapping of results to exit statuses.
 
 use crate::commands::{
-    backup_list, backup_mark, backup_push, check, clusters, delete, prove, restore, status, verify,
-    wal_fetch, wal_push,
+    backup_list, backup_mark, backup_push, check, clusters, delete, prove, rebind, restore, status,
+    verify, wal_fetch, wal_push,
 };
 use crate::error::Error;
 use crate::report::{self, Verbosity};
@@ -120,6 +120,21 @@ pub enum Command {
         /// Exempt the backup from retention (`delete`); see backup-mark
         #[arg(long)]
         permanent: bool,
+    },
+    /// Hand the cluster's prefix to its new system after pg_upgrade or a new
+    /// initdb; a dry run unless --confirm
+    ///
+    /// The earlier system's backups and WAL stay in the repository and can
+    /// still be restored. Reads only the data directory's pg_control.
+    Rebind {
+        /// The cluster's data directory [default: the configured one, else $PGDATA]
+        pgdata: Option<PathBuf>,
+        /// Change the identity record (without it, only show what would change)
+        #[arg(long)]
+        confirm: bool,
+        /// Why, recorded with the new binding
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Mark a backup permanent (exempt from `delete`), or lift the mark
     BackupMark {
@@ -337,6 +352,7 @@ impl Command {
             Command::Status { .. } => "status",
             Command::Clusters { .. } => "clusters",
             Command::BackupMark { .. } => "backup-mark",
+            Command::Rebind { .. } => "rebind",
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
             Command::Prove { .. } => "prove",
@@ -524,6 +540,24 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             };
             match result.await {
                 Ok(()) => 0,
+                Err(e) => fail(label, &e, e.kind().exit_code()),
+            }
+        }
+        Command::Rebind {
+            pgdata,
+            confirm,
+            reason,
+        } => {
+            let result = async {
+                let settings = Settings::resolve(&over, pgdata.clone(), PgdataFallback::PgdataEnv)?;
+                let opts = rebind::RebindOptions {
+                    confirm: *confirm,
+                    reason: reason.clone(),
+                };
+                rebind::run(&settings, &opts).await
+            };
+            match result.await {
+                Ok(_) => 0,
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }

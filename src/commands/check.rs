@@ -259,7 +259,7 @@ async fn check_binding(repo: &Repository, local: &LocalCluster) -> Result<Option
         local.control.major,
         local.pgdata.display()
     ))
-    .with_hint("this cluster needs its own cluster name: set --cluster / PGPROOF_CLUSTER / a configuration section, and use the same name in archive_command"))
+    .with_hint("this cluster needs its own cluster name: set --cluster / PGPROOF_CLUSTER / a configuration section, and use the same name in archive_command; if it is the same cluster after pg_upgrade or a new initdb, run `pgproof rebind` for its data directory"))
 }
 
 async fn show(server: &VerifiedServer, setting: &str) -> Result<String> {

@@ -107,7 +107,7 @@ pub async fn bind_or_refuse(
             ),
         )
         .with_hint(
-            "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, archive it under a new cluster name for now (the earlier prefix stays readable)",
+            "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, run `pgproof rebind` for its data directory (the earlier system's backups stay restorable)",
         )),
     }
 }

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod clusters;
 pub mod delete;
 pub mod prove;
+pub mod rebind;
 pub mod restore;
 pub mod status;
 pub mod verify;

@@ -82,6 +82,36 @@ impl Repository {
         Ok(Some(record))
     }
 
+    /// Appends `next` to the identity record, making it the binding new WAL
+    /// and backups go to; the earlier bindings stay. Refuses when the
+    /// record's current binding is no longer `expected` (changed since it
+    /// was read): the operator decided on what they saw.
+    pub async fn append_binding(&self, expected: &Binding, next: Binding) -> Result<ClusterRecord> {
+        let mut record = self.load_record().await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("the identity record of {} vanished", self.describe()),
+            )
+        })?;
+        if record.current() != expected {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the identity record of {} changed while rebinding: it now belongs to system {}",
+                    self.describe(),
+                    record.current().system_identifier
+                ),
+            )
+            .with_hint("run rebind again and check what it shows"));
+        }
+        record.bindings.push(next);
+        let key = layout::identity_record(&self.cluster);
+        self.storage
+            .put_replace(&key, Bytes::from(document::encode(&record)?))
+            .await?;
+        Ok(record)
+    }
+
     /// Binds an empty prefix to `candidate`, or reports whom it belongs to.
     /// Safe against a concurrent first push: the record is created only if absent.
     pub async fn bind(&self, candidate: Binding) -> Result<Bound> {
