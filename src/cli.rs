@@ -212,6 +212,10 @@ pub enum Command {
         /// Parts downloaded at once
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
+        /// Write every file through the page cache (by default files of 1 MiB
+        /// and more are written with direct I/O, where the filesystem allows)
+        #[arg(long)]
+        buffered_io: bool,
     },
     /// Check the whole archiving path of a cluster, end to end
     ///
@@ -488,6 +492,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             target_action,
             tablespaces,
             jobs,
+            buffered_io,
         } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
@@ -521,6 +526,11 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     target_action: target_action.clone(),
                     tablespace_map: map,
                     jobs: *jobs,
+                    write_mode: if *buffered_io {
+                        restore::WriteMode::Buffered
+                    } else {
+                        restore::WriteMode::Direct
+                    },
                     durable: true,
                 };
                 restore::run(&settings, &opts).await

@@ -463,6 +463,15 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
         location.display()
     ));
     cluster.execute("CREATE TABLE far (id int) TABLESPACE extra; INSERT INTO far SELECT generate_series(1, 777);");
+    // Files of a few MiB take restore's direct I/O path: a relation, in
+    // each tablespace, and a file whose size is no multiple of a block.
+    cluster.execute("CREATE TABLE wide AS SELECT g, md5(g::text) || repeat('x', 400) AS t FROM generate_series(1, 6000) g");
+    cluster.execute("CREATE TABLE wide_far TABLESPACE extra AS SELECT * FROM wide");
+    let odd: Vec<u8> = (0..(3 << 20) + 1234u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(cluster.pgdata.join("odd-size.bin"), &odd).unwrap();
+    chown_to_postgres(&cluster.pgdata.join("odd-size.bin"));
     let oid = cluster.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'extra'");
     let env = vec![("PGUSER".to_string(), "postgres".to_string())];
     let out = pgproof(
@@ -504,7 +513,8 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
     let new_place = scratch.path.join("ts-restored");
     let mapping = format!("{oid}={}", new_place.display());
     // Traced, to see that every file restored, in the data directory and
-    // in the tablespace, was synced before restore said it was done.
+    // in the tablespace, was synced before restore said it was done, and
+    // that large files were written with direct I/O.
     let trace = scratch.path.join("restore.strace");
     let out = pgproof_under(
         &[
@@ -513,7 +523,7 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
             "-qq",
             "-y",
             "-e",
-            "trace=fsync",
+            "trace=fsync,openat",
             "-o",
             trace.to_str().unwrap(),
         ],
@@ -537,6 +547,13 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
     assert_eq!(
         std::fs::read_link(dest.join("pg_tblspc").join(&oid)).unwrap(),
         new_place
+    );
+    let traced = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        traced
+            .lines()
+            .any(|l| l.contains("odd-size.bin") && l.contains("O_DIRECT")),
+        "large files are written with direct I/O"
     );
     let synced = synced_paths(&trace);
     let restored_files: Vec<PathBuf> = files_under(&dest)
@@ -562,6 +579,16 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
             == Some("false")
     });
     assert_eq!(restored.query_one("SELECT count(*)::text FROM far"), "777");
+    let digest = "SELECT count(*) || ' ' || md5(string_agg(t, '' ORDER BY g)) FROM";
+    assert_eq!(
+        restored.query_one(&format!("{digest} wide")),
+        cluster.query_one(&format!("{digest} wide"))
+    );
+    assert_eq!(
+        restored.query_one(&format!("{digest} wide_far")),
+        cluster.query_one(&format!("{digest} wide"))
+    );
+    assert!(std::fs::read(restored.pgdata.join("odd-size.bin")).unwrap() == odd);
     assert_eq!(
         restored.query_one(
             "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'"

@@ -257,6 +257,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             .map(|t| (t.oid, ctx.scratch.tablespace_dir(t.oid)))
             .collect(),
         jobs: ctx.opts.jobs,
+        write_mode: restore::WriteMode::Direct,
         // The copy runs with fsync off and is removed afterwards.
         durable: false,
     };

@@ -2,6 +2,7 @@
 //! process (download, decompress, verify every checksum, write), configure
 //! recovery, sync.
 
+mod disk;
 mod durable;
 pub(crate) mod select;
 
@@ -11,10 +12,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pg::pidfile::PostmasterPid;
 use crate::progress::{Progress, Unit};
 use crate::repo::layout;
-use crate::repo::manifest::{FileEntry, Manifest};
-use crate::repo::part_reader::{FileSink, expected_files, read_part};
+use crate::repo::manifest::Manifest;
+use crate::repo::part_reader::{expected_files, read_part};
 use crate::report;
 use crate::settings::Settings;
+use disk::DiskSink;
+pub use disk::WriteMode;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::io::Write;
@@ -42,6 +45,8 @@ pub struct RestoreOptions {
     /// Tablespace oid to new location.
     pub tablespace_map: Vec<(u32, PathBuf)>,
     pub jobs: usize,
+    /// Direct I/O for large files, or everything through the page cache.
+    pub write_mode: WriteMode,
     /// Sync every file and directory before returning. Off only for a copy
     /// that is thrown away after use (prove's scratch directory).
     pub durable: bool,
@@ -77,7 +82,15 @@ pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
     );
     let tablespace_dirs = validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
     create_directories(&opts.dest, &manifest, &tablespace_dirs)?;
-    download_parts(&repo, &manifest, &opts.dest, &tablespace_dirs, opts.jobs).await?;
+    download_parts(
+        &repo,
+        &manifest,
+        &opts.dest,
+        &tablespace_dirs,
+        opts.jobs,
+        opts.write_mode,
+    )
+    .await?;
     configure_recovery(settings, opts, &manifest, &tablespace_dirs)?;
     if unsafe { libc::geteuid() } == 0 {
         chown_tree(&opts.dest, manifest.owner_uid, manifest.owner_gid)?;
@@ -214,6 +227,7 @@ async fn download_parts(
     dest: &Path,
     ts_dirs: &HashMap<u32, PathBuf>,
     jobs: usize,
+    write_mode: WriteMode,
 ) -> Result<()> {
     let compression: Compression = m.compression.parse()?;
     let expected = Arc::new(expected_files(&m.files));
@@ -227,14 +241,8 @@ async fn download_parts(
         async move {
             let reader = repo.storage().blocking_reader(&key).await?;
             tokio::task::spawn_blocking(move || {
-                let mut sink = DiskSink {
-                    root,
-                    file: None,
-                    progress,
-                    written: 0,
-                    flushed: 0,
-                };
-                read_part(
+                let mut sink = DiskSink::new(root, progress, write_mode);
+                let totals = read_part(
                     reader,
                     compression,
                     index,
@@ -242,8 +250,9 @@ async fn download_parts(
                     &key,
                     stored_checksum,
                     &mut sink,
-                )
-                .map(|totals| totals.files)
+                )?;
+                sink.finish()?;
+                Ok(totals.files)
             })
             .await
             .map_err(|e| Error::new(ErrorKind::LocalIo, "restore task failed").with_source(e))?
@@ -265,71 +274,6 @@ async fn download_parts(
         )));
     }
     Ok(())
-}
-
-/// Writes a part's files under `root`, each with the mode its manifest records.
-struct DiskSink {
-    root: PathBuf,
-    file: Option<(std::fs::File, PathBuf)>,
-    progress: Progress,
-    /// Bytes of the current file written, and how many of them have been
-    /// handed to the kernel's writeback.
-    written: u64,
-    flushed: u64,
-}
-
-/// Writeback is started every this many bytes of a file, as PostgreSQL's
-/// own `*_flush_after` settings do: dirty pages never pile up to the
-/// kernel's limits, where it stalls the writer for far longer.
-const WRITEBACK_AFTER: u64 = 8 << 20;
-
-fn start_writeback(file: &std::fs::File, from: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor; it only schedules I/O.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            from as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-impl FileSink for DiskSink {
-    fn begin(&mut self, path: &str, _: &FileEntry) -> Result<()> {
-        let dest = self.root.join(path);
-        let out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
-        self.file = Some((out, dest));
-        self.written = 0;
-        self.flushed = 0;
-        Ok(())
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let Some((out, dest)) = &mut self.file {
-            out.write_all(data)
-                .map_err(|e| Error::io("writing", dest, e))?;
-            self.progress.add(data.len() as u64);
-            self.written += data.len() as u64;
-            if self.written - self.flushed >= WRITEBACK_AFTER {
-                start_writeback(out, self.flushed, self.written - self.flushed);
-                self.flushed = self.written;
-            }
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, _: &str, entry: &FileEntry) -> Result<()> {
-        if let Some((out, dest)) = self.file.take() {
-            if self.written > self.flushed {
-                start_writeback(&out, self.flushed, self.written - self.flushed);
-            }
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.mode & 0o7777))
-                .map_err(|e| Error::io("setting the mode of", &dest, e))?;
-        }
-        Ok(())
-    }
 }
 
 fn configure_recovery(
