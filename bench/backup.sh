@@ -4,9 +4,7 @@
 # about 1 GB of incompressible rows. Both tools: zstd level 1, two processes
 # (pgBackRest process-max=2, pgproof --jobs 2), a filesystem repository on the
 # same disk, warm cache. Restores are timed until their files are on disk
-# (the command, then sync), twice each in the order A B B A, and averaged;
-# then the same rounds into tmpfs, where the disk does not hide the tools'
-# own speed.
+# (the command, then sync), twice each in the order A B B A, and averaged.
 # Prints time, stored size and peak memory, and ratios.
 #
 #   bash bench/backup.sh
@@ -17,12 +15,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 SCALE=${SCALE:-100}
 RANDOM_MB=${RANDOM_MB:-1000}
 base=${BENCH_DIR:-/tmp/pgproof-bench}/backup
-mem_base=${MEM_DIR:-/dev/shm/pgproof-bench}
 
 bash "$root/scripts/install-test-deps.sh" >/dev/null
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 for d in "$base"/*/pgdata; do [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
-rm -rf "$base" "$mem_base"
+rm -rf "$base"
 mkdir -p "$base"
 chmod 755 "$base"
 install -m 755 "$root/target/release/pgproof" "$base/pgproof"
@@ -109,13 +106,6 @@ CONF
   pg_stop
   echo "$name: restores" >&2
   restore_rounds "$work" disk
-  # The same rounds into memory (tmpfs): there neither tool waits for the
-  # disk, so the ratio is that of the tools' own work (read, check,
-  # decompress, write), which on this machine's disk is hidden behind its
-  # writeback bandwidth.
-  mkdir -p "$mem_base/$name"; chown postgres:postgres "$mem_base/$name"
-  restore_rounds "$mem_base/$name" mem
-  rm -rf "$mem_base/$name"
 
   local pgbr_size pgproof_size
   pgbr_size=$(du -sb "$work/pgbackrest/repo/backup" | cut -f1)
@@ -127,8 +117,7 @@ CONF
 $name: database $((db_size >> 20)) MiB
                      pgBackRest      pgproof    ratio (pgBackRest/pgproof)
 backup ms          $(printf '%10s' "$(ms pgbr-backup)")   $(printf '%10s' "$(ms pgproof-backup)")    $(ratio "$(ms pgbr-backup)" "$(ms pgproof-backup)")x
-restore ms, disk   $(printf '%10s' "$(ms pgbr-restore-disk)")   $(printf '%10s' "$(ms pgproof-restore-disk)")    $(ratio "$(ms pgbr-restore-disk)" "$(ms pgproof-restore-disk)")x
-restore ms, memory $(printf '%10s' "$(ms pgbr-restore-mem)")   $(printf '%10s' "$(ms pgproof-restore-mem)")    $(ratio "$(ms pgbr-restore-mem)" "$(ms pgproof-restore-mem)")x
+restore ms         $(printf '%10s' "$(ms pgbr-restore-disk)")   $(printf '%10s' "$(ms pgproof-restore-disk)")    $(ratio "$(ms pgbr-restore-disk)" "$(ms pgproof-restore-disk)")x
 stored MiB         $(printf '%10s' "$((pgbr_size >> 20))")   $(printf '%10s' "$((pgproof_size >> 20))")    $(ratio "$pgbr_size" "$pgproof_size")
 backup peak KiB    $(printf '%10s' "$(rss pgbr-backup)")   $(printf '%10s' "$(rss pgproof-backup)")
 restore peak KiB   $(printf '%10s' "$(rss pgbr-restore-disk)")   $(printf '%10s' "$(rss pgproof-restore-disk)")

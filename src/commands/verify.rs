@@ -229,7 +229,7 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
                         &expected,
                         &key,
                         stored_checksum,
-                        &mut Discard,
+                        &mut Discard::new(),
                     )
                 })
                 .await

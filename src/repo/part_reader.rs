@@ -10,23 +10,47 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-/// Where the files of a part go as they are read.
+/// Where the files of a part go as they are read. The sink lends the
+/// buffer each piece is read into, so that a piece is copied once, from
+/// the decompressed stream to where it will be written from.
 pub trait FileSink {
     /// A file of the part begins; `path` is relative to its root.
     fn begin(&mut self, path: &str, entry: &FileEntry) -> Result<()>;
-    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Where the file's next bytes are to be read to: never empty.
+    fn buffer(&mut self) -> Result<&mut [u8]>;
+    /// The first `n` bytes of the last `buffer()` hold the file's next bytes.
+    fn filled(&mut self, n: usize) -> Result<()>;
     /// The file was read whole and its checksum verified.
     fn end(&mut self, path: &str, entry: &FileEntry) -> Result<()>;
 }
 
 /// Discards the files: for verifying without writing.
-pub struct Discard;
+pub struct Discard {
+    buffer: Vec<u8>,
+}
+
+impl Discard {
+    pub fn new() -> Discard {
+        Discard {
+            buffer: vec![0; CHUNK],
+        }
+    }
+}
+
+impl Default for Discard {
+    fn default() -> Discard {
+        Discard::new()
+    }
+}
 
 impl FileSink for Discard {
     fn begin(&mut self, _: &str, _: &FileEntry) -> Result<()> {
         Ok(())
     }
-    fn write(&mut self, _: &[u8]) -> Result<()> {
+    fn buffer(&mut self) -> Result<&mut [u8]> {
+        Ok(&mut self.buffer)
+    }
+    fn filled(&mut self, _: usize) -> Result<()> {
         Ok(())
     }
     fn end(&mut self, _: &str, _: &FileEntry) -> Result<()> {
@@ -216,7 +240,6 @@ fn walk_tar(
     let mut archive = tar::Archive::new(&mut stream);
     let mut totals = PartTotals::default();
     let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
-    let mut buf = vec![0u8; 1 << 20];
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
         let path = entry
@@ -236,14 +259,15 @@ fn walk_tar(
         let mut hasher = Hasher::new();
         let mut size = 0u64;
         loop {
+            let buf = sink.buffer()?;
             let n = entry
-                .read(&mut buf)
+                .read(buf)
                 .map_err(|e| corrupt(format!("{path}: {e}")))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            sink.write(&buf[..n])?;
+            sink.filled(n)?;
             size += n as u64;
         }
         let sum = hasher.finish();
@@ -310,7 +334,7 @@ mod tests {
             &expected_files(entries),
             "main/backups/x/part-00001.tar.zst",
             sum,
-            &mut Discard,
+            &mut Discard::new(),
         )
     }
 

@@ -183,23 +183,22 @@ impl FileSink for DiskSink {
         })
     }
 
-    fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        while !data.is_empty() {
-            if self.current.is_none() {
-                match self.free.recv() {
-                    Ok(buf) => self.current = Some(buf),
-                    Err(_) => return Err(self.writer_stopped()),
-                }
+    fn buffer(&mut self) -> Result<&mut [u8]> {
+        if self.current.is_none() {
+            match self.free.recv() {
+                Ok(buf) => self.current = Some(buf),
+                Err(_) => return Err(self.writer_stopped()),
             }
-            let filled = self.filled;
-            let buf = self.current.as_mut().expect("a buffer was just taken");
-            let n = data.len().min(WRITE_SIZE - filled);
-            buf.bytes_mut()[filled..filled + n].copy_from_slice(&data[..n]);
-            self.filled += n;
-            data = &data[n..];
-            if self.filled == WRITE_SIZE {
-                self.send_current()?;
-            }
+        }
+        let filled = self.filled;
+        let buf = self.current.as_mut().expect("a buffer was just taken");
+        Ok(&mut buf.bytes_mut()[filled..])
+    }
+
+    fn filled(&mut self, n: usize) -> Result<()> {
+        self.filled += n;
+        if self.filled == WRITE_SIZE {
+            self.send_current()?;
         }
         Ok(())
     }
@@ -402,6 +401,17 @@ mod tests {
             .collect()
     }
 
+    /// Hands `data` over as the tar reader does: into the lent buffers.
+    fn feed(sink: &mut DiskSink, mut data: &[u8]) {
+        while !data.is_empty() {
+            let buf = sink.buffer().unwrap();
+            let n = buf.len().min(data.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            sink.filled(n).unwrap();
+            data = &data[n..];
+        }
+    }
+
     #[test]
     fn every_size_comes_back_exactly_in_either_mode() {
         let sizes = [
@@ -427,7 +437,7 @@ mod tests {
                 sink.begin(&name, &entry(*size as u64)).unwrap();
                 // Uneven pieces, as the tar reader hands them over.
                 for piece in data.chunks(333_333 + i * 7919) {
-                    sink.write(piece).unwrap();
+                    feed(&mut sink, piece);
                 }
                 sink.end(&name, &entry(*size as u64)).unwrap();
                 written.push((name, data));
@@ -456,7 +466,15 @@ mod tests {
         // file, and the error comes back on a later call or at finish.
         let first = sink
             .begin("f", &entry(10 << 20))
-            .and_then(|()| sink.write(&vec![7u8; 10 << 20]))
+            .and_then(|()| {
+                for _ in 0..5 {
+                    let buf = sink.buffer()?;
+                    buf.fill(7);
+                    let n = buf.len();
+                    sink.filled(n)?;
+                }
+                Ok(())
+            })
             .and_then(|()| sink.end("f", &entry(10 << 20)));
         let err = match first {
             Err(e) => e,
