@@ -175,6 +175,8 @@ fn good_backup_is_proven(major: u32, as_server_user: bool) {
     );
     let err = stderr(&out);
     assert!(err.contains("check sql: passed"), "{err}");
+    // The scratch copy is prove's own: no advice to start it by hand.
+    assert!(!err.contains("next: start PostgreSQL"), "{err}");
     s.assert_cleaned_up();
 
     let list = s.backups();

@@ -262,8 +262,8 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
         durable: false,
     };
     let remaining = ctx.deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, restore::run(ctx.settings, &restore_opts)).await {
-        Ok(Ok(())) => a.push(check(
+    match tokio::time::timeout(remaining, restore::restore(ctx.settings, &restore_opts)).await {
+        Ok(Ok(_)) => a.push(check(
             "restore",
             true,
             format!(

@@ -52,8 +52,26 @@ pub struct RestoreOptions {
     pub durable: bool,
 }
 
+/// `pgproof restore`: restores, then says what to run next.
 pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
     let started = Instant::now();
+    let manifest = restore(settings, opts).await?;
+    tracing::info!(
+        "restored {} files ({}) in {}; next: start PostgreSQL {} on {} (for example: pg_ctl -D {} start); it will replay WAL from {} through `pgproof wal-fetch`",
+        manifest.files.len(),
+        report::bytes(manifest.size),
+        report::duration(started.elapsed()),
+        manifest.major,
+        opts.dest.display(),
+        opts.dest.display(),
+        open_repository(settings)?.describe()
+    );
+    Ok(())
+}
+
+/// Restores the chosen backup into `opts.dest` and configures its
+/// recovery; the manifest of the backup restored.
+pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Manifest> {
     let repo = open_repository(settings)?;
     let mut selection = select::Selection {
         name: opts.backup.clone(),
@@ -111,17 +129,7 @@ pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
             report::duration(sync_started.elapsed())
         );
     }
-    tracing::info!(
-        "restored {} files ({}) in {}; next: start PostgreSQL {} on {} (for example: pg_ctl -D {} start); it will replay WAL from {} through `pgproof wal-fetch`",
-        manifest.files.len(),
-        report::bytes(manifest.size),
-        report::duration(started.elapsed()),
-        manifest.major,
-        opts.dest.display(),
-        opts.dest.display(),
-        repo.describe()
-    );
-    Ok(())
+    Ok(manifest)
 }
 
 /// `2026-11-25 14:02:07.123+00` as psql prints it, or RFC 3339.
