@@ -241,54 +241,24 @@ pub enum Command {
         /// Print Prometheus text-format metrics
         #[arg(long)]
         prometheus: bool,
-        /// WARNING when the newest archived WAL is older ("off" to disable)
-        #[arg(
-            long,
-            env = "PGPROOF_WARN_WAL_AGE",
-            default_value = "1h",
-            value_name = "AGE"
-        )]
-        warn_wal_age: String,
-        /// CRITICAL when the newest archived WAL is older
-        #[arg(
-            long,
-            env = "PGPROOF_CRIT_WAL_AGE",
-            default_value = "6h",
-            value_name = "AGE"
-        )]
-        crit_wal_age: String,
-        /// WARNING when the newest complete backup is older
-        #[arg(
-            long,
-            env = "PGPROOF_WARN_BACKUP_AGE",
-            default_value = "26h",
-            value_name = "AGE"
-        )]
-        warn_backup_age: String,
-        /// CRITICAL when the newest complete backup is older
-        #[arg(
-            long,
-            env = "PGPROOF_CRIT_BACKUP_AGE",
-            default_value = "50h",
-            value_name = "AGE"
-        )]
-        crit_backup_age: String,
-        /// WARNING when the newest proof is older, or there is none
-        #[arg(
-            long,
-            env = "PGPROOF_WARN_PROOF_AGE",
-            default_value = "off",
-            value_name = "AGE"
-        )]
-        warn_proof_age: String,
-        /// CRITICAL when the newest proof is older, or there is none
-        #[arg(
-            long,
-            env = "PGPROOF_CRIT_PROOF_AGE",
-            default_value = "off",
-            value_name = "AGE"
-        )]
-        crit_proof_age: String,
+        /// WARNING when the newest archived WAL is older ("off" to disable) [default: 1h, or the configuration file's]
+        #[arg(long, env = "PGPROOF_WARN_WAL_AGE", value_name = "AGE")]
+        warn_wal_age: Option<String>,
+        /// CRITICAL when the newest archived WAL is older [default: 6h, or the configuration file's]
+        #[arg(long, env = "PGPROOF_CRIT_WAL_AGE", value_name = "AGE")]
+        crit_wal_age: Option<String>,
+        /// WARNING when the newest complete backup is older [default: 26h, or the configuration file's]
+        #[arg(long, env = "PGPROOF_WARN_BACKUP_AGE", value_name = "AGE")]
+        warn_backup_age: Option<String>,
+        /// CRITICAL when the newest complete backup is older [default: 50h, or the configuration file's]
+        #[arg(long, env = "PGPROOF_CRIT_BACKUP_AGE", value_name = "AGE")]
+        crit_backup_age: Option<String>,
+        /// WARNING when the newest proof is older, or there is none [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_WARN_PROOF_AGE", value_name = "AGE")]
+        warn_proof_age: Option<String>,
+        /// CRITICAL when the newest proof is older, or there is none [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_CRIT_PROOF_AGE", value_name = "AGE")]
+        crit_proof_age: Option<String>,
     },
     /// The PostgreSQL clusters on this host, and whether each is protected
     ///
@@ -687,22 +657,17 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             crit_proof_age,
         } => {
             let result = async {
-                let age = |text: &str, name: &str| -> Result<Option<std::time::Duration>, Error> {
-                    if text == "off" {
-                        return Ok(None);
-                    }
-                    crate::settings::parse_duration(text)
-                        .map(Some)
-                        .map_err(|e| e.context(format!("--{name}")))
-                };
-                let thresholds = status::Thresholds {
-                    wal_warning: age(warn_wal_age, "warn-wal-age")?,
-                    wal_critical: age(crit_wal_age, "crit-wal-age")?,
-                    backup_warning: age(warn_backup_age, "warn-backup-age")?,
-                    backup_critical: age(crit_backup_age, "crit-backup-age")?,
-                    proof_warning: age(warn_proof_age, "warn-proof-age")?,
-                    proof_critical: age(crit_proof_age, "crit-proof-age")?,
-                };
+                let thresholds = status::threshold_rules(
+                    [
+                        ("warn-wal-age", warn_wal_age.as_deref()),
+                        ("crit-wal-age", crit_wal_age.as_deref()),
+                        ("warn-backup-age", warn_backup_age.as_deref()),
+                        ("crit-backup-age", crit_backup_age.as_deref()),
+                        ("warn-proof-age", warn_proof_age.as_deref()),
+                        ("crit-proof-age", crit_proof_age.as_deref()),
+                    ],
+                    &crate::settings::status_thresholds(&over)?,
+                )?;
                 let repo_settings = crate::settings::RepositorySettings::resolve(&over)?;
                 let cluster = if *all {
                     None

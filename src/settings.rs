@@ -63,8 +63,58 @@ pub struct FileConfig {
     pub pg_bindir: Option<String>,
     /// prove: where its scratch directory is created.
     pub scratch: Option<PathBuf>,
+    /// `status` thresholds for every cluster.
+    pub status: Option<StatusThresholdsConfig>,
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// A `[status]` or `[clusters.NAME.status]` table: `status` thresholds,
+/// each an age (`90m`, `26h`, `8d`) or `off`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusThresholdsConfig {
+    pub warn_wal_age: Option<String>,
+    pub crit_wal_age: Option<String>,
+    pub warn_backup_age: Option<String>,
+    pub crit_backup_age: Option<String>,
+    pub warn_proof_age: Option<String>,
+    pub crit_proof_age: Option<String>,
+}
+
+impl StatusThresholdsConfig {
+    /// Each key with its value, in the order the keys are documented.
+    pub fn entries(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("warn_wal_age", self.warn_wal_age.as_deref()),
+            ("crit_wal_age", self.crit_wal_age.as_deref()),
+            ("warn_backup_age", self.warn_backup_age.as_deref()),
+            ("crit_backup_age", self.crit_backup_age.as_deref()),
+            ("warn_proof_age", self.warn_proof_age.as_deref()),
+            ("crit_proof_age", self.crit_proof_age.as_deref()),
+        ]
+    }
+}
+
+/// The configuration file's status thresholds: the `[status]` table and
+/// each cluster section's own, and the file's path.
+pub struct StatusThresholdsFile {
+    pub all: StatusThresholdsConfig,
+    pub clusters: BTreeMap<String, StatusThresholdsConfig>,
+    pub path: Option<PathBuf>,
+}
+
+pub fn status_thresholds(over: &Overrides) -> Result<StatusThresholdsFile> {
+    let (file, path) = load_file(over.config.as_ref())?;
+    Ok(StatusThresholdsFile {
+        all: file.status.unwrap_or_default(),
+        clusters: file
+            .clusters
+            .into_iter()
+            .filter_map(|(name, section)| section.status.map(|s| (name, s)))
+            .collect(),
+        path,
+    })
 }
 
 /// One `[clusters.NAME]` section.
@@ -80,6 +130,8 @@ pub struct ClusterConfig {
     pub port: Option<u16>,
     /// Server binaries of this cluster's major; may hold `{major}`.
     pub pg_bindir: Option<String>,
+    /// `status` thresholds for this cluster, over the `[status]` table's.
+    pub status: Option<StatusThresholdsConfig>,
 }
 
 impl FileConfig {

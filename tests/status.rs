@@ -113,6 +113,44 @@ fn status_reports_every_cluster_and_flags_the_one_that_stopped_archiving() {
     assert_exit(&out, 2);
     assert!(stdout(&out).contains("beta: CRITICAL"), "{}", stdout(&out));
 
+    // Thresholds from the configuration file: a [status] table for every
+    // cluster, beta's own section over it, and a flag over both.
+    let config = scratch.path.join("pgproof.toml");
+    std::fs::write(
+        &config,
+        "[status]\nwarn_wal_age = \"1h\"\nwarn_backup_age = \"8d\"\n\n[clusters.beta.status]\ncrit_wal_age = \"3s\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = status(&repo, &["--config", config, "status", "--all"]);
+    let text = stdout(&out);
+    assert_exit(&out, 2);
+    assert!(text.contains("alpha: OK"), "{text}");
+    assert!(
+        text.contains("beta: CRITICAL") && text.contains("(critical after 3s)"),
+        "{text}"
+    );
+    let out = status(
+        &repo,
+        &[
+            "--config",
+            config,
+            "status",
+            "--all",
+            "--crit-wal-age",
+            "1h",
+        ],
+    );
+    assert_exit(&out, 0);
+    std::fs::write(config, "[status]\nwarn_wal_age = \"soon\"\n").unwrap();
+    let out = status(&repo, &["--config", config, "status", "--all"]);
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("status.warn_wal_age in"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = status(&repo, &["status", "--all", "--prometheus"]);
     let text = stdout(&out);
     assert_exit(&out, 0);

@@ -11,12 +11,12 @@ pub mod verdict;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use crate::repo::{ClusterName, Repository, continuity, layout};
-use crate::settings::RepositorySettings;
+use crate::settings::{RepositorySettings, StatusThresholdsFile};
 use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
-pub use verdict::{Thresholds, Verdict};
+pub use verdict::{ThresholdLayer, ThresholdRules, Thresholds, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -30,7 +30,7 @@ pub struct StatusOptions {
     /// One cluster, or every prefix with an identity record when `None`.
     pub cluster: Option<ClusterName>,
     pub format: Format,
-    pub thresholds: Thresholds,
+    pub thresholds: ThresholdRules,
 }
 
 /// Everything status knows of one cluster prefix.
@@ -101,7 +101,8 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
     let mut statuses = Vec::new();
     for name in names {
         let repo = Repository::new(storage.clone(), name.clone());
-        let status = match cluster_status(&repo, now, &opts.thresholds).await {
+        let thresholds = opts.thresholds.for_cluster(name.as_str());
+        let status = match cluster_status(&repo, now, &thresholds).await {
             Ok(s) => s,
             Err(e) => unknown(&repo, &e),
         };
@@ -118,6 +119,51 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
         Format::Prometheus => render::prometheus(&statuses),
     };
     Ok(StatusReport { text, verdict })
+}
+
+/// The thresholds from flags (`given`, keyed as the flags are spelled) and
+/// from the configuration file. A value that is neither an age nor `off`
+/// is an error naming where it was written.
+pub fn threshold_rules(
+    given: [(&str, Option<&str>); 6],
+    file: &StatusThresholdsFile,
+) -> Result<ThresholdRules> {
+    let in_file = file
+        .path
+        .as_ref()
+        .map(|p| format!(" in {}", p.display()))
+        .unwrap_or_default();
+    let mut clusters = std::collections::BTreeMap::new();
+    for (name, section) in &file.clusters {
+        let layer = threshold_layer(section.entries(), &|key| {
+            format!("clusters.{name}.status.{key}{in_file}")
+        })?;
+        clusters.insert(name.clone(), layer);
+    }
+    Ok(ThresholdRules {
+        given: threshold_layer(given, &|flag| format!("--{flag}"))?,
+        file: threshold_layer(file.all.entries(), &|key| format!("status.{key}{in_file}"))?,
+        clusters,
+    })
+}
+
+fn threshold_layer(
+    entries: [(&str, Option<&str>); 6],
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ThresholdLayer> {
+    let mut layer = ThresholdLayer::default();
+    for (slot, (key, text)) in layer.0.iter_mut().zip(entries) {
+        let Some(text) = text else { continue };
+        *slot = Some(if text.trim() == "off" {
+            None
+        } else {
+            Some(crate::settings::parse_duration(text).map_err(|e| {
+                e.context(origin(key))
+                    .with_hint("write an age such as 90m, 26h or 8d, or off")
+            })?)
+        });
+    }
+    Ok(layer)
 }
 
 /// The prefixes directly under the repository's root that hold an identity record.
@@ -258,4 +304,99 @@ async fn cluster_status(
         newest_backup,
         newest_proof,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::StatusThresholdsConfig;
+
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+
+    fn hours(h: u64) -> Option<Duration> {
+        Some(Duration::from_secs(h * HOUR))
+    }
+
+    fn unset() -> [(&'static str, Option<&'static str>); 6] {
+        [
+            ("warn-wal-age", None),
+            ("crit-wal-age", None),
+            ("warn-backup-age", None),
+            ("crit-backup-age", None),
+            ("warn-proof-age", None),
+            ("crit-proof-age", None),
+        ]
+    }
+
+    fn file() -> StatusThresholdsFile {
+        StatusThresholdsFile {
+            all: StatusThresholdsConfig {
+                warn_backup_age: Some("8d".into()),
+                warn_proof_age: Some("7d".into()),
+                ..Default::default()
+            },
+            clusters: [
+                (
+                    "weekly".to_string(),
+                    StatusThresholdsConfig {
+                        warn_backup_age: Some("9d".into()),
+                        crit_backup_age: Some("15d".into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "quiet".to_string(),
+                    StatusThresholdsConfig {
+                        warn_wal_age: Some("off".into()),
+                        ..Default::default()
+                    },
+                ),
+            ]
+            .into(),
+            path: Some("/etc/pgproof/pgproof.toml".into()),
+        }
+    }
+
+    #[test]
+    fn flags_then_the_clusters_section_then_the_status_table_then_defaults() {
+        let rules = threshold_rules(unset(), &file()).unwrap();
+        let weekly = rules.for_cluster("weekly");
+        assert_eq!(weekly.backup_warning, hours(9 * 24));
+        assert_eq!(weekly.backup_critical, hours(15 * 24));
+        assert_eq!(weekly.wal_warning, hours(1));
+        assert_eq!(weekly.proof_warning, Some(Duration::from_secs(7 * DAY)));
+        let other = rules.for_cluster("other");
+        assert_eq!(other.backup_warning, hours(8 * 24));
+        assert_eq!(other.backup_critical, hours(50));
+        let quiet = rules.for_cluster("quiet");
+        assert_eq!(quiet.wal_warning, None);
+        assert_eq!(quiet.wal_critical, hours(6));
+
+        let mut given = unset();
+        given[0].1 = Some("5m");
+        given[2].1 = Some("off");
+        let rules = threshold_rules(given, &file()).unwrap();
+        for name in ["quiet", "weekly", "other"] {
+            let t = rules.for_cluster(name);
+            assert_eq!(t.wal_warning, Some(Duration::from_secs(300)), "{name}");
+            assert_eq!(t.backup_warning, None, "{name}");
+        }
+        assert_eq!(rules.for_cluster("weekly").backup_critical, hours(15 * 24));
+    }
+
+    #[test]
+    fn a_bad_value_names_where_it_was_written() {
+        let mut bad = file();
+        bad.clusters.get_mut("weekly").unwrap().crit_wal_age = Some("soon".into());
+        let err = threshold_rules(unset(), &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("clusters.weekly.status.crit_wal_age in /etc/pgproof/pgproof.toml"),
+            "{err}"
+        );
+        let mut given = unset();
+        given[3].1 = Some("tomorrow");
+        let err = threshold_rules(given, &file()).unwrap_err().to_string();
+        assert!(err.contains("--crit-backup-age"), "{err}");
+    }
 }

@@ -4,6 +4,7 @@
 //! `pgproof status` as a check as it is.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -59,6 +60,69 @@ impl Default for Thresholds {
             proof_warning: None,
             proof_critical: None,
         }
+    }
+}
+
+impl Thresholds {
+    /// The six thresholds in the order of `ThresholdLayer`.
+    fn to_array(self) -> [Option<Duration>; 6] {
+        [
+            self.wal_warning,
+            self.wal_critical,
+            self.backup_warning,
+            self.backup_critical,
+            self.proof_warning,
+            self.proof_critical,
+        ]
+    }
+
+    fn from_array(a: [Option<Duration>; 6]) -> Thresholds {
+        Thresholds {
+            wal_warning: a[0],
+            wal_critical: a[1],
+            backup_warning: a[2],
+            backup_critical: a[3],
+            proof_warning: a[4],
+            proof_critical: a[5],
+        }
+    }
+}
+
+/// The thresholds one source sets, in the order warn/crit WAL, warn/crit
+/// backup, warn/crit proof: each unset (`None`), off (`Some(None)`) or an age.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ThresholdLayer(pub [Option<Option<Duration>>; 6]);
+
+impl ThresholdLayer {
+    /// `base` with what this layer sets put over it.
+    pub fn over(&self, base: Thresholds) -> Thresholds {
+        let mut values = base.to_array();
+        for (value, set) in values.iter_mut().zip(&self.0) {
+            if let Some(set) = set {
+                *value = *set;
+            }
+        }
+        Thresholds::from_array(values)
+    }
+}
+
+/// Where each cluster's thresholds come from, first that sets one wins:
+/// flags and environment, the cluster's `[clusters.NAME.status]`, the
+/// file's `[status]`, the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct ThresholdRules {
+    pub given: ThresholdLayer,
+    pub file: ThresholdLayer,
+    pub clusters: BTreeMap<String, ThresholdLayer>,
+}
+
+impl ThresholdRules {
+    pub fn for_cluster(&self, name: &str) -> Thresholds {
+        let mut t = self.file.over(Thresholds::default());
+        if let Some(own) = self.clusters.get(name) {
+            t = own.over(t);
+        }
+        self.given.over(t)
     }
 }
 
