@@ -471,3 +471,64 @@ fn an_interrupted_proof_leaves_nothing_running() {
     );
     assert_eq!(s.proofs().len(), 1);
 }
+
+/// Whether `pid` is a process that has not exited (zombies have).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_proof_killed_outright_is_cleaned_up_by_the_next() {
+    if !wants_major(15) {
+        return;
+    }
+    let s = story("prove-killed", 15);
+    let args = s.args(&["--sql", "SELECT pg_sleep(60)"]);
+    let mut cmd = Command::new(pgproof_exe());
+    cmd.args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut postmaster_pid = None;
+    wait_until(
+        "the proving server runs",
+        std::time::Duration::from_secs(60),
+        || {
+            postmaster_pid = files_under(&s.scratch_parent())
+                .into_iter()
+                .find(|p| file_name(p) == "postmaster.pid")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+            postmaster_pid.is_some()
+        },
+    );
+    let postmaster_pid = postmaster_pid.unwrap();
+    // SIGKILL: pgproof cannot stop its server or remove its directory.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(
+        running(postmaster_pid),
+        "the orphaned server should still run"
+    );
+
+    let out = s.prove(&[]);
+    let err = stderr(&out);
+    assert_exit(&out, 0);
+    assert!(
+        err.contains("left by a proof that was killed")
+            && err.contains(&format!("stopped its server (pid {postmaster_pid})")),
+        "{err}"
+    );
+    assert!(!running(postmaster_pid), "the orphaned server still runs");
+    s.assert_cleaned_up();
+}

@@ -1,10 +1,14 @@
 //! The scratch directory a proof runs in, and the user its server runs as.
 //!
 //! Layout: `<parent>/pgproof-prove-<cluster>-<pid>/` (mode 0700, owned by the
-//! server's user) holding `data/`, `tablespaces/<oid>/`, `socket/`, `conf/`
-//! and `server.log`. Removed when dropped unless kept for inspection.
+//! server's user) holding `data/`, `tablespaces/<oid>/`, `socket/`, `conf/`,
+//! `server.log` and, while the proof runs, `.in-progress`. Removed when
+//! dropped unless kept for inspection. A proof killed outright (SIGKILL, a
+//! crash) cannot clean up: the next proof in the same place finds its
+//! directory by the marker and a dead pid, stops its server and removes it.
 
 use crate::error::{Error, Result};
+use crate::pg::pidfile::PostmasterPid;
 use std::ffi::CStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -91,8 +95,12 @@ pub struct Scratch {
     pub keep: bool,
 }
 
+/// Present in a scratch directory while its proof runs.
+const IN_PROGRESS: &str = ".in-progress";
+
 impl Scratch {
     pub fn create(parent: &Path, cluster: &str, user: &ServerUser, keep: bool) -> Result<Scratch> {
+        remove_abandoned(parent, cluster);
         let root = parent.join(format!("pgproof-prove-{cluster}-{}", std::process::id()));
         std::fs::create_dir(&root).map_err(|e| {
             Error::io("creating the scratch directory", &root, e)
@@ -101,6 +109,9 @@ impl Scratch {
         let scratch = Scratch { root, keep };
         std::fs::set_permissions(&scratch.root, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("setting the mode of", &scratch.root, e))?;
+        let marker = scratch.root.join(IN_PROGRESS);
+        std::fs::write(&marker, format!("{}\n", std::process::id()))
+            .map_err(|e| Error::io("writing", &marker, e))?;
         for dir in [scratch.socket_dir(), scratch.conf_dir()] {
             std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -199,6 +210,8 @@ fn chown(path: &Path, user: &ServerUser) -> Result<()> {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.keep {
+            // Kept for inspection: never taken for an abandoned one.
+            let _ = std::fs::remove_file(self.root.join(IN_PROGRESS));
             return;
         }
         // A wal-fetch prefetcher the server started may still be finishing a
@@ -219,9 +232,124 @@ impl Drop for Scratch {
     }
 }
 
+/// Removes the scratch directories under `parent` of this cluster's proofs
+/// that were killed outright: marked in progress, their pgproof gone. A
+/// server still running there is stopped first (immediate shutdown), once
+/// its working directory shows it is that copy's postmaster. Failures are
+/// warnings: they must not stop a new proof.
+fn remove_abandoned(parent: &Path, cluster: &str) {
+    let prefix = format!("pgproof-prove-{cluster}-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let root = entry.path();
+        if pid as u32 == std::process::id()
+            || !root.join(IN_PROGRESS).exists()
+            || process_alive(pid)
+        {
+            continue;
+        }
+        let data = root.join("data");
+        let mut stopped = String::new();
+        if let Ok(Some(postmaster)) = PostmasterPid::read(&data)
+            && postmaster.process_alive()
+            && runs_in(postmaster.pid, &data)
+        {
+            stop_postmaster(postmaster.pid);
+            stopped = format!("; stopped its server (pid {})", postmaster.pid);
+        }
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => tracing::warn!(
+                "removed {}, left by a proof that was killed (pgproof pid {pid} is gone){stopped}",
+                root.display()
+            ),
+            Err(e) => tracing::warn!(
+                "could not remove {}, left by a proof that was killed (pgproof pid {pid}): {e}",
+                root.display()
+            ),
+        }
+    }
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Whether process `pid` works in `dir`, as a postmaster works in its
+/// data directory: a pid in a stale postmaster.pid may be anyone's now.
+fn runs_in(pid: i32, dir: &Path) -> bool {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+    match (cwd, dir.canonicalize()) {
+        (Ok(cwd), Ok(dir)) => cwd == dir,
+        _ => false,
+    }
+}
+
+/// Immediate shutdown (the copy is thrown away), then kill, each bounded.
+fn stop_postmaster(pid: i32) {
+    for (signal, wait) in [(libc::SIGQUIT, 10), (libc::SIGKILL, 5)] {
+        // SAFETY: signalling a process whose identity was just checked.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if !process_alive(pid) {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    #[test]
+    fn only_marked_directories_of_gone_proofs_of_this_cluster_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let make = |name: String, marked: bool| {
+            let dir = parent.path().join(name);
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+            if marked {
+                std::fs::write(dir.join(IN_PROGRESS), "").unwrap();
+            }
+            dir
+        };
+        let abandoned = make(format!("pgproof-prove-main-{dead}"), true);
+        let kept = make(format!("pgproof-prove-main-{}", dead + 1), false);
+        let ours = make(format!("pgproof-prove-main-{}", std::process::id()), true);
+        let running = make("pgproof-prove-main-1".into(), true);
+        let other_cluster = make(format!("pgproof-prove-other-{dead}"), true);
+        let unrelated = make(format!("something-{dead}"), true);
+
+        remove_abandoned(parent.path(), "main");
+        assert!(!abandoned.exists());
+        for stays in [&kept, &ours, &running, &other_cluster, &unrelated] {
+            assert!(stays.exists(), "{} was removed", stays.display());
+        }
+    }
 
     #[test]
     fn directories_another_user_may_enter() {
