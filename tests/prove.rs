@@ -424,17 +424,7 @@ fn an_interrupted_proof_leaves_nothing_running() {
     }
     let s = story("prove-interrupt", 15);
     // The operator's query keeps the proof busy while the server runs.
-    let args = s.args(&["--sql", "SELECT pg_sleep(60)"]);
-    let mut cmd = Command::new(pgproof_exe());
-    cmd.args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd.spawn().unwrap();
+    let child = spawn_busy_proof(&s);
     wait_until(
         "the proving server has replayed and the query runs",
         std::time::Duration::from_secs(60),
@@ -472,6 +462,22 @@ fn an_interrupted_proof_leaves_nothing_running() {
     assert_eq!(s.proofs().len(), 1);
 }
 
+/// A proof in the background whose SQL check keeps it busy for a minute
+/// once the server runs; its output is piped.
+fn spawn_busy_proof(s: &Story) -> std::process::Child {
+    let args = s.args(&["--sql", "SELECT pg_sleep(60)"]);
+    let mut cmd = Command::new(pgproof_exe());
+    cmd.args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.spawn().unwrap()
+}
+
 /// Whether `pid` is a process that has not exited (zombies have).
 fn running(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -488,17 +494,7 @@ fn a_proof_killed_outright_is_cleaned_up_by_the_next() {
         return;
     }
     let s = story("prove-killed", 15);
-    let args = s.args(&["--sql", "SELECT pg_sleep(60)"]);
-    let mut cmd = Command::new(pgproof_exe());
-    cmd.args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_busy_proof(&s);
     let mut postmaster_pid = None;
     wait_until(
         "the proving server runs",
