@@ -34,10 +34,12 @@ pub fn debian_clusters(root: &Path) -> Vec<DebianCluster> {
         };
         for name_dir in names.flatten() {
             let conf_dir = name_dir.path();
-            let Ok(text) = std::fs::read_to_string(conf_dir.join("postgresql.conf")) else {
+            let conf = conf_dir.join("postgresql.conf");
+            if !conf.is_file() {
                 continue;
-            };
-            let settings = parse_conf(&text);
+            }
+            let mut settings = BTreeMap::new();
+            read_conf_file(&conf, 0, &mut settings);
             let name = name_dir.file_name().to_string_lossy().into_owned();
             let pgdata = settings
                 .get("data_directory")
@@ -57,11 +59,16 @@ pub fn debian_clusters(root: &Path) -> Vec<DebianCluster> {
     found
 }
 
-/// The settings of a postgresql.conf-format file: `name = value`, quotes
-/// removed, comments dropped, the last occurrence winning. Includes are not
-/// followed; this is for a first look, the server is asked when it runs.
+/// The settings of a postgresql.conf-format text: `name = value`, quotes
+/// removed, comments dropped, the last occurrence winning. Include
+/// directives stay entries of their own here; `read_settings` follows them.
 pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+    conf_entries(text).into_iter().collect()
+}
+
+/// The entries of a postgresql.conf-format text, in order.
+fn conf_entries(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
@@ -94,23 +101,64 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
         } else {
             rest.split('#').next().unwrap_or("").trim().to_string()
         };
-        out.insert(name.to_lowercase(), value);
+        out.push((name.to_lowercase(), value));
     }
     out
 }
 
+/// How deep includes nest before PostgreSQL gives up (CONF_FILE_MAX_DEPTH).
+const MAX_INCLUDE_DEPTH: usize = 10;
+
 /// A cluster's own configuration files, in the order PostgreSQL reads them
 /// (postgresql.conf in the data directory or Debian's conf dir, then
-/// postgresql.auto.conf), merged.
+/// postgresql.auto.conf), merged, following `include`, `include_if_exists`
+/// and `include_dir` (Debian's clusters keep settings in `conf.d`).
 pub fn read_settings(pgdata: &Path, conf_dir: Option<&Path>) -> BTreeMap<String, String> {
     let mut merged = BTreeMap::new();
     let main = conf_dir.unwrap_or(pgdata).join("postgresql.conf");
     for file in [main, pgdata.join("postgresql.auto.conf")] {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            merged.extend(parse_conf(&text));
-        }
+        read_conf_file(&file, 0, &mut merged);
     }
     merged
+}
+
+/// Reads `file` into `merged`, each include at the point it appears, paths
+/// relative to the including file's directory. What cannot be read is
+/// skipped: this is a first look, the server is asked when it runs.
+fn read_conf_file(file: &Path, depth: usize, merged: &mut BTreeMap<String, String>) {
+    if depth > MAX_INCLUDE_DEPTH {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
+    let here = file.parent().unwrap_or(Path::new("/"));
+    for (name, value) in conf_entries(&text) {
+        match name.as_str() {
+            "include" | "include_if_exists" => {
+                read_conf_file(&here.join(&value), depth + 1, merged)
+            }
+            "include_dir" => {
+                let dir = here.join(&value);
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".conf") && !n.starts_with('.'))
+                    .collect();
+                // PostgreSQL reads them in C-locale order of their names.
+                names.sort();
+                for n in names {
+                    read_conf_file(&dir.join(n), depth + 1, merged);
+                }
+            }
+            _ => {
+                merged.insert(name, value);
+            }
+        }
+    }
 }
 
 /// A postmaster running now.
@@ -188,6 +236,43 @@ ARCHIVE_MODE = off
         assert_eq!(s["port"], "5433");
         assert_eq!(s["archive_command"], "pgproof --cluster 'x' wal-push %p");
         assert_eq!(s["archive_mode"], "off", "the last occurrence wins");
+    }
+
+    #[test]
+    fn follows_includes_where_they_stand() {
+        let tmp = tempfile::tempdir().unwrap();
+        let etc = tmp.path().join("etc");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            etc.join("postgresql.conf"),
+            "archive_mode = off\nport = 5432\ninclude_dir 'conf.d'\ninclude_if_exists 'absent.conf'\ninclude = 'extra.conf'\nwal_level = replica\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("conf.d/10-archive.conf"),
+            "archive_mode = on\narchive_command = 'pgproof wal-push %p'\nwal_level = minimal\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("conf.d/20-port.conf"), "port = 5440\n").unwrap();
+        std::fs::write(etc.join("conf.d/.hidden.conf"), "port = 1\n").unwrap();
+        std::fs::write(etc.join("conf.d/notes.txt"), "port = 2\n").unwrap();
+        // An include of itself ends at PostgreSQL's depth limit.
+        std::fs::write(
+            etc.join("extra.conf"),
+            "max_connections = 7\ninclude 'extra.conf'\n",
+        )
+        .unwrap();
+        std::fs::write(data.join("postgresql.auto.conf"), "port = 5441\n").unwrap();
+
+        let s = read_settings(&data, Some(&etc));
+        assert_eq!(s["archive_mode"], "on");
+        assert_eq!(s["archive_command"], "pgproof wal-push %p");
+        assert_eq!(s["wal_level"], "replica", "set after the include_dir");
+        assert_eq!(s["max_connections"], "7");
+        assert_eq!(s["port"], "5441", "postgresql.auto.conf comes last");
+        assert!(!s.contains_key("include_dir") && !s.contains_key("include"));
     }
 
     #[test]
