@@ -26,8 +26,23 @@ fn clusters_tells_the_protected_from_the_unprotected() {
     )
     .unwrap();
     chown_to_postgres(&config);
-    // The archiver finds its cluster by its data directory in the configuration file.
-    protected.archive_with(&format!("--config {}", config.display()));
+    // The archiver finds its cluster by its data directory in the
+    // configuration file. Its settings live in an included directory, as
+    // Debian's conf.d: read from files, they count only if includes are
+    // followed.
+    let conf_d = protected.pgdata.join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(
+        conf_d.join("archiving.conf"),
+        format!(
+            "archive_mode = on\narchive_command = '{} --config {} wal-push %p'\n",
+            pgproof_exe().display(),
+            config.display()
+        ),
+    )
+    .unwrap();
+    chown_tree(&conf_d);
+    protected.configure("include_dir = 'conf.d'");
     protected.start();
     let env = repo.pg_env();
     let out = pgproof(
