@@ -2,10 +2,11 @@
 //!
 //! Layout: `<parent>/pgproof-prove-<cluster>-<pid>/` (mode 0700, owned by the
 //! server's user) holding `data/`, `tablespaces/<oid>/`, `socket/`, `conf/`,
-//! `server.log` and, while the proof runs, `.in-progress`. Removed when
-//! dropped unless kept for inspection. A proof killed outright (SIGKILL, a
-//! crash) cannot clean up: the next proof in the same place finds its
-//! directory by the marker and a dead pid, stops its server and removes it.
+//! `server.log` and, while the proof runs, `.in-progress` (locked by it).
+//! Removed when dropped unless kept for inspection. A proof killed outright
+//! (SIGKILL, a crash) cannot clean up: the next proof in the same place
+//! finds its directory by a marker nobody holds locked, stops its server
+//! and removes it.
 
 use crate::error::{Error, Result};
 use crate::pg::pidfile::PostmasterPid;
@@ -93,6 +94,9 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 pub struct Scratch {
     pub root: PathBuf,
     pub keep: bool,
+    /// The marker, locked for as long as this proof runs: a later proof
+    /// takes a directory for abandoned only when it can lock the marker.
+    marker: Option<std::fs::File>,
 }
 
 /// Present in a scratch directory while its proof runs.
@@ -100,18 +104,29 @@ const IN_PROGRESS: &str = ".in-progress";
 
 impl Scratch {
     pub fn create(parent: &Path, cluster: &str, user: &ServerUser, keep: bool) -> Result<Scratch> {
-        remove_abandoned(parent, cluster);
+        remove_abandoned(parent, cluster, user.uid);
         let root = parent.join(format!("pgproof-prove-{cluster}-{}", std::process::id()));
         std::fs::create_dir(&root).map_err(|e| {
             Error::io("creating the scratch directory", &root, e)
                 .with_hint("choose another place with --scratch DIR (PGPROOF_SCRATCH, `scratch` in the configuration file); it needs room for the restored backup")
         })?;
-        let scratch = Scratch { root, keep };
+        let mut scratch = Scratch {
+            root,
+            keep,
+            marker: None,
+        };
         std::fs::set_permissions(&scratch.root, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("setting the mode of", &scratch.root, e))?;
         let marker = scratch.root.join(IN_PROGRESS);
-        std::fs::write(&marker, format!("{}\n", std::process::id()))
-            .map_err(|e| Error::io("writing", &marker, e))?;
+        let file = std::fs::File::create(&marker).map_err(|e| Error::io("writing", &marker, e))?;
+        if !try_lock(&file) {
+            return Err(Error::io(
+                "locking",
+                &marker,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        scratch.marker = Some(file);
         for dir in [scratch.socket_dir(), scratch.conf_dir()] {
             std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -132,6 +147,17 @@ impl Scratch {
             }
         }
         Ok(scratch)
+    }
+
+    /// A scratch directory by its path alone, kept on drop: for tests of
+    /// what is derived from the path.
+    #[cfg(test)]
+    pub fn at(root: PathBuf) -> Scratch {
+        Scratch {
+            root,
+            keep: true,
+            marker: None,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -212,6 +238,7 @@ impl Drop for Scratch {
         if self.keep {
             // Kept for inspection: never taken for an abandoned one.
             let _ = std::fs::remove_file(self.root.join(IN_PROGRESS));
+            self.marker = None;
             return;
         }
         // A wal-fetch prefetcher the server started may still be finishing a
@@ -233,42 +260,56 @@ impl Drop for Scratch {
 }
 
 /// Removes the scratch directories under `parent` of this cluster's proofs
-/// that were killed outright: marked in progress, their pgproof gone. A
-/// server still running there is stopped first (immediate shutdown), once
-/// its working directory shows it is that copy's postmaster. Failures are
-/// warnings: they must not stop a new proof.
-fn remove_abandoned(parent: &Path, cluster: &str) {
+/// that were killed outright: marked in progress with nobody holding the
+/// marker's lock. Only a real directory (no symbolic link on the way) owned
+/// by `owner` (the server's user, as every scratch directory is) counts:
+/// the parent is often a shared /tmp. A server still running there is
+/// stopped first (immediate shutdown), once its working directory shows it
+/// is that copy's postmaster; a live one that cannot be identified leaves
+/// the directory alone. Failures are warnings: they must not stop a proof.
+fn remove_abandoned(parent: &Path, cluster: &str, owner: u32) {
+    use std::os::unix::fs::MetadataExt;
     let prefix = format!("pgproof-prove-{cluster}-");
-    let Ok(entries) = std::fs::read_dir(parent) else {
+    let Ok(parent) = parent.canonicalize() else {
         return;
     };
+    let Ok(entries) = std::fs::read_dir(&parent) else {
+        return;
+    };
+    let real_dir =
+        |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == owner);
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        let root = entry.path();
-        if pid as u32 == std::process::id()
-            || !root.join(IN_PROGRESS).exists()
-            || process_alive(pid)
-        {
+        let root = parent.join(&name);
+        let data = root.join("data");
+        if !real_dir(&root) || (data.exists() && !real_dir(&data)) {
             continue;
         }
-        let data = root.join("data");
+        let marker = root.join(IN_PROGRESS);
+        let lockable = std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file())
+            && std::fs::File::open(&marker).is_ok_and(|f| try_lock(&f));
+        if !lockable {
+            continue;
+        }
         let mut stopped = String::new();
         if let Ok(Some(postmaster)) = PostmasterPid::read(&data)
             && postmaster.process_alive()
-            && runs_in(postmaster.pid, &data)
         {
+            if !runs_in(postmaster.pid, &data) {
+                continue;
+            }
             stop_postmaster(postmaster.pid);
             stopped = format!("; stopped its server (pid {})", postmaster.pid);
         }
         match std::fs::remove_dir_all(&root) {
             Ok(()) => tracing::warn!(
-                "removed {}, left by a proof that was killed (pgproof pid {pid} is gone){stopped}",
+                "removed {}, left by a proof that was killed (pgproof pid {pid}){stopped}",
                 root.display()
             ),
             Err(e) => tracing::warn!(
@@ -277,6 +318,14 @@ fn remove_abandoned(parent: &Path, cluster: &str) {
             ),
         }
     }
+}
+
+/// An exclusive lock on `file`, without waiting; released when the last
+/// descriptor of it closes, so also when its process is killed.
+fn try_lock(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Whether `pid` is a process that has not exited (a zombie has).
@@ -319,17 +368,11 @@ fn stop_postmaster(pid: i32) {
 mod tests {
     use super::*;
 
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        child.wait().unwrap();
-        child.id()
-    }
-
     #[test]
-    fn only_marked_directories_of_gone_proofs_of_this_cluster_are_removed() {
+    fn only_unlocked_real_directories_of_this_clusters_proofs_are_removed() {
         let parent = tempfile::tempdir().unwrap();
-        let dead = dead_pid();
-        let make = |name: String, marked: bool| {
+        let me = unsafe { libc::geteuid() };
+        let make = |name: &str, marked: bool| {
             let dir = parent.path().join(name);
             std::fs::create_dir_all(dir.join("data")).unwrap();
             if marked {
@@ -337,18 +380,44 @@ mod tests {
             }
             dir
         };
-        let abandoned = make(format!("pgproof-prove-main-{dead}"), true);
-        let kept = make(format!("pgproof-prove-main-{}", dead + 1), false);
-        let ours = make(format!("pgproof-prove-main-{}", std::process::id()), true);
-        let running = make("pgproof-prove-main-1".into(), true);
-        let other_cluster = make(format!("pgproof-prove-other-{dead}"), true);
-        let unrelated = make(format!("something-{dead}"), true);
+        let abandoned = make("pgproof-prove-main-101", true);
+        let kept = make("pgproof-prove-main-102", false);
+        let running = make("pgproof-prove-main-103", true);
+        let held = std::fs::File::open(running.join(IN_PROGRESS)).unwrap();
+        assert!(try_lock(&held));
+        let other_cluster = make("pgproof-prove-other-104", true);
+        let unrelated = make("something-105", true);
+        // Planted by someone else in a shared /tmp: links to elsewhere.
+        let elsewhere = make("elsewhere", true);
+        let linked_data = parent.path().join("pgproof-prove-main-106");
+        std::fs::create_dir(&linked_data).unwrap();
+        std::fs::write(linked_data.join(IN_PROGRESS), "").unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("data"), linked_data.join("data")).unwrap();
+        let linked_root = parent.path().join("pgproof-prove-main-107");
+        std::os::unix::fs::symlink(&elsewhere, &linked_root).unwrap();
 
-        remove_abandoned(parent.path(), "main");
+        remove_abandoned(parent.path(), "main", me);
         assert!(!abandoned.exists());
-        for stays in [&kept, &ours, &running, &other_cluster, &unrelated] {
+        for stays in [
+            &kept,
+            &running,
+            &other_cluster,
+            &unrelated,
+            &linked_data,
+            &elsewhere,
+        ] {
             assert!(stays.exists(), "{} was removed", stays.display());
         }
+        assert!(linked_root.symlink_metadata().is_ok());
+        assert!(elsewhere.join("data").exists());
+
+        // Owned by another user: not ours to judge.
+        let foreign = make("pgproof-prove-main-108", true);
+        remove_abandoned(parent.path(), "main", me + 1);
+        assert!(foreign.exists());
+        drop(held);
+        remove_abandoned(parent.path(), "main", me);
+        assert!(!running.exists() && !foreign.exists());
     }
 
     #[test]

@@ -514,10 +514,7 @@ mod tests {
 
     #[test]
     fn nothing_reaches_outside_the_scratch_directory() {
-        let scratch = Scratch {
-            root: PathBuf::from("/nonexistent/pgproof-prove-x-1"),
-            keep: true,
-        };
+        let scratch = Scratch::at(PathBuf::from("/nonexistent/pgproof-prove-x-1"));
         let params = StandbyParams {
             max_connections: 300,
             max_worker_processes: 8,
