@@ -487,7 +487,8 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                         .ok_or_else(|| {
                             Error::config(format!("--tablespace {t:?} is not OID=DIR"))
                         })?;
-                    map.push((oid, dir));
+                    // Absolute, as it goes into tablespace_map and pg_tblspc links.
+                    map.push((oid, crate::commands::absolute(&dir)?));
                 }
                 let opts = restore::RestoreOptions {
                     dest: crate::commands::absolute(dest)?,

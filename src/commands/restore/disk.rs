@@ -248,6 +248,7 @@ impl Writer {
                             std::fs::Permissions::from_mode(mode & 0o7777),
                         )
                         .map_err(|e| Error::io("setting the mode of", &file.path, e))?;
+                        file.close()?;
                     }
                 }
             }
@@ -339,6 +340,23 @@ impl OpenFile {
         self.written += data.len() as u64;
         if self.written - self.flushed >= WRITEBACK_AFTER {
             self.start_writeback();
+        }
+        Ok(())
+    }
+
+    /// Closes the file, reporting what close reports: on NFS the data is
+    /// written back there, and an error then would not show in a later
+    /// fsync of the file opened anew.
+    fn close(self) -> Result<()> {
+        use std::os::fd::IntoRawFd;
+        let fd = self.file.into_raw_fd();
+        // SAFETY: `fd` was just taken out of the File, which no longer owns it.
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(Error::io(
+                "closing",
+                &self.path,
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }

@@ -15,7 +15,8 @@ pub struct Synced {
 }
 
 /// Syncs every regular file under each root, then every directory, deepest
-/// first, so that a directory's entries are durable after its files are.
+/// first, so that a directory's entries are durable after its files are,
+/// then the roots' ancestors.
 /// Symbolic links (pg_tblspc) are not followed: their targets are roots of
 /// their own.
 pub fn sync_trees(roots: &[&Path]) -> Result<Synced> {
@@ -30,12 +31,20 @@ pub fn sync_trees(roots: &[&Path]) -> Result<Synced> {
     for dir in directories.iter().rev() {
         sync_path(dir)?;
     }
-    // The roots' own entries in their parents: a new destination directory
-    // is itself an entry that a crash could lose.
+    // The roots' own entries in their parents, up to /: restore may have
+    // created several levels of new directories, each an entry a crash
+    // could lose. Syncing a directory that was already durable is cheap.
+    let mut ancestors = std::collections::BTreeSet::new();
     for root in roots {
-        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_path(parent)?;
-        }
+        ancestors.extend(
+            root.ancestors()
+                .skip(1)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf),
+        );
+    }
+    for dir in ancestors.iter().rev() {
+        sync_path(dir)?;
     }
     Ok(Synced {
         files: files.len(),
