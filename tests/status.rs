@@ -118,7 +118,7 @@ fn status_reports_every_cluster_and_flags_the_one_that_stopped_archiving() {
     let config = scratch.path.join("pgproof.toml");
     std::fs::write(
         &config,
-        "[status]\nwarn_wal_age = \"1h\"\nwarn_backup_age = \"8d\"\n\n[clusters.beta.status]\ncrit_wal_age = \"3s\"\n",
+        "[status]\nwarn_wal_age = \"1h\"\nwarn_backup_age = \"8d\"\ncrit_backup_age = \"15d\"\n\n[clusters.beta.status]\nwarn_wal_age = \"1s\"\ncrit_wal_age = \"3s\"\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -137,8 +137,10 @@ fn status_reports_every_cluster_and_flags_the_one_that_stopped_archiving() {
             config,
             "status",
             "--all",
-            "--crit-wal-age",
+            "--warn-wal-age",
             "1h",
+            "--crit-wal-age",
+            "2h",
         ],
     );
     assert_exit(&out, 0);

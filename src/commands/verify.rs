@@ -100,7 +100,7 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
     tally.backups = backups.len();
     verify_parts(&repo, &backups, &mut tally).await;
 
-    for binding in &record.bindings {
+    for binding in record.distinct_bindings() {
         let mine: Vec<&Manifest> = backups.iter().filter(|m| m.binding == binding.id).collect();
         if opts.backup.is_some() && mine.is_empty() {
             continue;

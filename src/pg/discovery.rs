@@ -39,7 +39,7 @@ pub fn debian_clusters(root: &Path) -> Vec<DebianCluster> {
                 continue;
             }
             let mut settings = BTreeMap::new();
-            read_conf_file(&conf, 0, &mut settings);
+            read_conf_file(&conf, &mut Includes::default(), &mut settings);
             let name = name_dir.file_name().to_string_lossy().into_owned();
             let pgdata = settings
                 .get("data_directory")
@@ -108,6 +108,16 @@ fn conf_entries(text: &str) -> Vec<(String, String)> {
 
 /// How deep includes nest before PostgreSQL gives up (CONF_FILE_MAX_DEPTH).
 const MAX_INCLUDE_DEPTH: usize = 10;
+/// Files read for one cluster at most: includes that fan out in circles
+/// must not make a first look take forever.
+const MAX_FILES_READ: usize = 1000;
+
+/// The files being read, outermost first (canonical), and how many were read.
+#[derive(Default)]
+struct Includes {
+    stack: Vec<PathBuf>,
+    read: usize,
+}
 
 /// A cluster's own configuration files, in the order PostgreSQL reads them
 /// (postgresql.conf in the data directory or Debian's conf dir, then
@@ -117,27 +127,36 @@ pub fn read_settings(pgdata: &Path, conf_dir: Option<&Path>) -> BTreeMap<String,
     let mut merged = BTreeMap::new();
     let main = conf_dir.unwrap_or(pgdata).join("postgresql.conf");
     for file in [main, pgdata.join("postgresql.auto.conf")] {
-        read_conf_file(&file, 0, &mut merged);
+        read_conf_file(&file, &mut Includes::default(), &mut merged);
     }
     merged
 }
 
 /// Reads `file` into `merged`, each include at the point it appears, paths
-/// relative to the including file's directory. What cannot be read is
-/// skipped: this is a first look, the server is asked when it runs.
-fn read_conf_file(file: &Path, depth: usize, merged: &mut BTreeMap<String, String>) {
-    if depth > MAX_INCLUDE_DEPTH {
-        return;
-    }
-    let Ok(text) = std::fs::read_to_string(file) else {
+/// relative to the including file's directory. A file including itself,
+/// directly or through others, is not read again; nesting stops at
+/// PostgreSQL's depth limit, and reading at `MAX_FILES_READ` files. What
+/// cannot be read is skipped: this is a first look, the server is asked
+/// when it runs.
+fn read_conf_file(file: &Path, includes: &mut Includes, merged: &mut BTreeMap<String, String>) {
+    let Ok(canonical) = file.canonicalize() else {
         return;
     };
-    let here = file.parent().unwrap_or(Path::new("/"));
+    if includes.stack.len() > MAX_INCLUDE_DEPTH
+        || includes.read >= MAX_FILES_READ
+        || includes.stack.contains(&canonical)
+    {
+        return;
+    }
+    includes.read += 1;
+    let Ok(text) = std::fs::read_to_string(&canonical) else {
+        return;
+    };
+    let here = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    includes.stack.push(canonical);
     for (name, value) in conf_entries(&text) {
         match name.as_str() {
-            "include" | "include_if_exists" => {
-                read_conf_file(&here.join(&value), depth + 1, merged)
-            }
+            "include" | "include_if_exists" => read_conf_file(&here.join(&value), includes, merged),
             "include_dir" => {
                 let dir = here.join(&value);
                 let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -151,7 +170,7 @@ fn read_conf_file(file: &Path, depth: usize, merged: &mut BTreeMap<String, Strin
                 // PostgreSQL reads them in C-locale order of their names.
                 names.sort();
                 for n in names {
-                    read_conf_file(&dir.join(n), depth + 1, merged);
+                    read_conf_file(&dir.join(n), includes, merged);
                 }
             }
             _ => {
@@ -159,6 +178,7 @@ fn read_conf_file(file: &Path, depth: usize, merged: &mut BTreeMap<String, Strin
             }
         }
     }
+    includes.stack.pop();
 }
 
 /// A postmaster running now.
@@ -258,7 +278,9 @@ ARCHIVE_MODE = off
         std::fs::write(etc.join("conf.d/20-port.conf"), "port = 5440\n").unwrap();
         std::fs::write(etc.join("conf.d/.hidden.conf"), "port = 1\n").unwrap();
         std::fs::write(etc.join("conf.d/notes.txt"), "port = 2\n").unwrap();
-        // An include of itself ends at PostgreSQL's depth limit.
+        // A file including itself, and a directory including itself, are
+        // read once each, not over and over.
+        std::fs::write(etc.join("conf.d/30-loop.conf"), "include_dir '.'\n").unwrap();
         std::fs::write(
             etc.join("extra.conf"),
             "max_connections = 7\ninclude 'extra.conf'\n",

@@ -51,6 +51,16 @@ impl ClusterRecord {
         self.bindings.last().expect("a record always has a binding")
     }
 
+    /// Each binding directory once, oldest first: a system bound again
+    /// after a rolled-back upgrade appears twice in `bindings`.
+    pub fn distinct_bindings(&self) -> Vec<&Binding> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.bindings
+            .iter()
+            .filter(|b| seen.insert(b.id.as_str()))
+            .collect()
+    }
+
     pub fn find(&self, system_identifier: u64, major: Major) -> Option<&Binding> {
         self.bindings
             .iter()
@@ -69,5 +79,40 @@ pub(crate) mod u64_as_string {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(system_identifier: u64, major: u32) -> Binding {
+        Binding {
+            id: Binding::id_for(system_identifier, Major::new(major).unwrap()),
+            system_identifier,
+            major: Major::new(major).unwrap(),
+            wal_segment_size: 16 << 20,
+            bound_at: Utc::now(),
+            host: "db1".into(),
+            pgdata: "/var/lib/postgresql/main".into(),
+            pgproof_version: "0.1.0".into(),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_system_bound_again_is_one_binding_directory_and_current() {
+        let record = ClusterRecord {
+            format: FORMAT_VERSION,
+            cluster: "main".into(),
+            bindings: vec![binding(1, 15), binding(2, 17), binding(1, 15)],
+        };
+        let ids: Vec<&str> = record
+            .distinct_bindings()
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect();
+        assert_eq!(ids, ["15-1", "17-2"]);
+        assert_eq!(record.current().system_identifier, 1);
     }
 }

@@ -104,7 +104,7 @@ async fn inventory(repo: &Repository) -> Result<Inventory> {
     let backup_objects = repo.storage().list_all(&backups_root).await?;
     let mut wal = BTreeMap::new();
     if let Some(record) = repo.load_record().await? {
-        for b in &record.bindings {
+        for b in record.distinct_bindings() {
             wal.insert(b.id.clone(), repo.list_wal(&b.id).await?);
         }
     }

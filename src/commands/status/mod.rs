@@ -140,11 +140,40 @@ pub fn threshold_rules(
         })?;
         clusters.insert(name.clone(), layer);
     }
-    Ok(ThresholdRules {
+    let rules = ThresholdRules {
         given: threshold_layer(given, &|flag| format!("--{flag}"))?,
         file: threshold_layer(file.all.entries(), &|key| format!("status.{key}{in_file}"))?,
         clusters,
-    })
+    };
+    // A warning that could never come before its critical is a mistake
+    // (typically a raised warning left with the default critical): say so
+    // rather than page at the critical age first.
+    let judged = std::iter::once(None).chain(rules.clusters.keys().map(|n| Some(n.as_str())));
+    for name in judged {
+        let t = rules.for_cluster(name.unwrap_or(""));
+        for (what, warning, critical) in [
+            ("wal", t.wal_warning, t.wal_critical),
+            ("backup", t.backup_warning, t.backup_critical),
+            ("proof", t.proof_warning, t.proof_critical),
+        ] {
+            if let (Some(w), Some(c)) = (warning, critical)
+                && w > c
+            {
+                let whom = name
+                    .map(|n| format!(" for cluster {n}"))
+                    .unwrap_or_default();
+                return Err(Error::config(format!(
+                    "status thresholds{whom}: warn_{what}_age ({}) is above crit_{what}_age ({})",
+                    humantime::format_duration(w),
+                    humantime::format_duration(c)
+                ))
+                .with_hint(format!(
+                    "set warn_{what}_age and crit_{what}_age together, the warning no later than the critical (flags, [status] or [clusters.NAME.status]{in_file})"
+                )));
+            }
+        }
+    }
+    Ok(rules)
 }
 
 fn threshold_layer(
@@ -333,6 +362,7 @@ mod tests {
         StatusThresholdsFile {
             all: StatusThresholdsConfig {
                 warn_backup_age: Some("8d".into()),
+                crit_backup_age: Some("15d".into()),
                 warn_proof_age: Some("7d".into()),
                 ..Default::default()
             },
@@ -368,7 +398,8 @@ mod tests {
         assert_eq!(weekly.proof_warning, Some(Duration::from_secs(7 * DAY)));
         let other = rules.for_cluster("other");
         assert_eq!(other.backup_warning, hours(8 * 24));
-        assert_eq!(other.backup_critical, hours(50));
+        assert_eq!(other.backup_critical, hours(15 * 24));
+        assert_eq!(other.wal_critical, hours(6));
         let quiet = rules.for_cluster("quiet");
         assert_eq!(quiet.wal_warning, None);
         assert_eq!(quiet.wal_critical, hours(6));
@@ -383,6 +414,31 @@ mod tests {
             assert_eq!(t.backup_warning, None, "{name}");
         }
         assert_eq!(rules.for_cluster("weekly").backup_critical, hours(15 * 24));
+    }
+
+    #[test]
+    fn a_warning_above_its_critical_is_refused() {
+        // Weekly backups: the warning raised, the critical left at 50h.
+        let mut f = file();
+        f.all.crit_backup_age = None;
+        let err = threshold_rules(unset(), &f).unwrap_err().to_string();
+        assert!(
+            err.contains("warn_backup_age (8days) is above crit_backup_age (2days 2h)"),
+            "{err}"
+        );
+        // Only one cluster's own table makes it so.
+        let mut f = file();
+        f.clusters.get_mut("quiet").unwrap().crit_proof_age = Some("1d".into());
+        let err = threshold_rules(unset(), &f).unwrap_err().to_string();
+        assert!(err.contains("for cluster quiet"), "{err}");
+        // A flag can do it too.
+        let mut given = unset();
+        given[1].1 = Some("30m");
+        let err = threshold_rules(given, &file()).unwrap_err().to_string();
+        assert!(
+            err.contains("warn_wal_age (1h) is above crit_wal_age (30m)"),
+            "{err}"
+        );
     }
 
     #[test]
