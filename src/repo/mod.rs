@@ -17,6 +17,21 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::storage::Storage;
 use bytes::Bytes;
 use identity::{Binding, ClusterRecord, FORMAT_VERSION};
+
+/// Fills `buf` as far as the stream allows; fewer bytes only at its end.
+/// Stored objects are read in fixed-size pieces (WAL frames, part chunks).
+pub(crate) fn read_full(reader: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
 pub use layout::ClusterName;
 
 #[derive(Debug, Clone)]

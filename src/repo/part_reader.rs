@@ -4,6 +4,7 @@
 //! the disk; verify hands them to nowhere. Either way every check is made.
 
 use super::manifest::FileEntry;
+use super::read_full;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -128,20 +129,6 @@ impl Read for ChunkReader {
         self.at += n;
         Ok(n)
     }
-}
-
-/// Fills `buf` as far as the stream allows; fewer bytes only at its end.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Reads part number `part` (stored at `key`) from `reader`, checking every

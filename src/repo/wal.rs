@@ -2,8 +2,8 @@
 //! identical re-push, refusing a conflicting one, and reading back only
 //! content whose checksum verifies.
 
-use super::Repository;
 use super::layout::{self, WalObjectName};
+use super::{Repository, read_full};
 use crate::codec::compression::FrameCompressor;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
@@ -419,19 +419,6 @@ fn compress_queued(
         let frame = compressor.compress(&buf[..len]);
         store_frame(shared, index, frame, buf);
     }
-}
-
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]
