@@ -660,12 +660,12 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             let result = async {
                 let thresholds = status::threshold_rules(
                     [
-                        ("warn-wal-age", warn_wal_age.as_deref()),
-                        ("crit-wal-age", crit_wal_age.as_deref()),
-                        ("warn-backup-age", warn_backup_age.as_deref()),
-                        ("crit-backup-age", crit_backup_age.as_deref()),
-                        ("warn-proof-age", warn_proof_age.as_deref()),
-                        ("crit-proof-age", crit_proof_age.as_deref()),
+                        warn_wal_age.as_deref(),
+                        crit_wal_age.as_deref(),
+                        warn_backup_age.as_deref(),
+                        crit_backup_age.as_deref(),
+                        warn_proof_age.as_deref(),
+                        crit_proof_age.as_deref(),
                     ],
                     &crate::settings::status_thresholds(&over)?,
                 )?;

@@ -82,16 +82,27 @@ pub struct StatusThresholdsConfig {
     pub crit_proof_age: Option<String>,
 }
 
+/// The threshold keys, in the order every list of thresholds follows (the
+/// flags are the same names with `-`).
+pub const STATUS_THRESHOLD_KEYS: [&str; 6] = [
+    "warn_wal_age",
+    "crit_wal_age",
+    "warn_backup_age",
+    "crit_backup_age",
+    "warn_proof_age",
+    "crit_proof_age",
+];
+
 impl StatusThresholdsConfig {
-    /// Each key with its value, in the order the keys are documented.
-    pub fn entries(&self) -> [(&'static str, Option<&str>); 6] {
+    /// The values, in `STATUS_THRESHOLD_KEYS` order.
+    pub fn values(&self) -> [Option<&str>; 6] {
         [
-            ("warn_wal_age", self.warn_wal_age.as_deref()),
-            ("crit_wal_age", self.crit_wal_age.as_deref()),
-            ("warn_backup_age", self.warn_backup_age.as_deref()),
-            ("crit_backup_age", self.crit_backup_age.as_deref()),
-            ("warn_proof_age", self.warn_proof_age.as_deref()),
-            ("crit_proof_age", self.crit_proof_age.as_deref()),
+            self.warn_wal_age.as_deref(),
+            self.crit_wal_age.as_deref(),
+            self.warn_backup_age.as_deref(),
+            self.crit_backup_age.as_deref(),
+            self.warn_proof_age.as_deref(),
+            self.crit_proof_age.as_deref(),
         ]
     }
 }

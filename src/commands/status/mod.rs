@@ -11,7 +11,7 @@ pub mod verdict;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use crate::repo::{ClusterName, Repository, continuity, layout};
-use crate::settings::{RepositorySettings, StatusThresholdsFile};
+use crate::settings::{RepositorySettings, STATUS_THRESHOLD_KEYS, StatusThresholdsFile};
 use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -121,11 +121,11 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
     Ok(StatusReport { text, verdict })
 }
 
-/// The thresholds from flags (`given`, keyed as the flags are spelled) and
-/// from the configuration file. A value that is neither an age nor `off`
-/// is an error naming where it was written.
+/// The thresholds from flags and environment (`given`, in
+/// `STATUS_THRESHOLD_KEYS` order) and from the configuration file. A value
+/// that is neither an age nor `off` is an error naming where it was written.
 pub fn threshold_rules(
-    given: [(&str, Option<&str>); 6],
+    given: [Option<&str>; 6],
     file: &StatusThresholdsFile,
 ) -> Result<ThresholdRules> {
     let in_file = file
@@ -135,14 +135,14 @@ pub fn threshold_rules(
         .unwrap_or_default();
     let mut clusters = std::collections::BTreeMap::new();
     for (name, section) in &file.clusters {
-        let layer = threshold_layer(section.entries(), &|key| {
+        let layer = threshold_layer(section.values(), &|key| {
             format!("clusters.{name}.status.{key}{in_file}")
         })?;
         clusters.insert(name.clone(), layer);
     }
     let rules = ThresholdRules {
-        given: threshold_layer(given, &|flag| format!("--{flag}"))?,
-        file: threshold_layer(file.all.entries(), &|key| format!("status.{key}{in_file}"))?,
+        given: threshold_layer(given, &|key| format!("--{}", key.replace('_', "-")))?,
+        file: threshold_layer(file.all.values(), &|key| format!("status.{key}{in_file}"))?,
         clusters,
     };
     // A warning that could never come before its critical is a mistake
@@ -177,11 +177,11 @@ pub fn threshold_rules(
 }
 
 fn threshold_layer(
-    entries: [(&str, Option<&str>); 6],
+    values: [Option<&str>; 6],
     origin: &dyn Fn(&str) -> String,
 ) -> Result<ThresholdLayer> {
     let mut layer = ThresholdLayer::default();
-    for (slot, (key, text)) in layer.0.iter_mut().zip(entries) {
+    for ((slot, key), text) in layer.0.iter_mut().zip(STATUS_THRESHOLD_KEYS).zip(values) {
         let Some(text) = text else { continue };
         *slot = Some(if text.trim() == "off" {
             None
@@ -347,15 +347,8 @@ mod tests {
         Some(Duration::from_secs(h * HOUR))
     }
 
-    fn unset() -> [(&'static str, Option<&'static str>); 6] {
-        [
-            ("warn-wal-age", None),
-            ("crit-wal-age", None),
-            ("warn-backup-age", None),
-            ("crit-backup-age", None),
-            ("warn-proof-age", None),
-            ("crit-proof-age", None),
-        ]
+    fn unset() -> [Option<&'static str>; 6] {
+        [None; 6]
     }
 
     fn file() -> StatusThresholdsFile {
@@ -405,8 +398,8 @@ mod tests {
         assert_eq!(quiet.wal_critical, hours(6));
 
         let mut given = unset();
-        given[0].1 = Some("5m");
-        given[2].1 = Some("off");
+        given[0] = Some("5m");
+        given[2] = Some("off");
         let rules = threshold_rules(given, &file()).unwrap();
         for name in ["quiet", "weekly", "other"] {
             let t = rules.for_cluster(name);
@@ -433,7 +426,7 @@ mod tests {
         assert!(err.contains("for cluster quiet"), "{err}");
         // A flag can do it too.
         let mut given = unset();
-        given[1].1 = Some("30m");
+        given[1] = Some("30m");
         let err = threshold_rules(given, &file()).unwrap_err().to_string();
         assert!(
             err.contains("warn_wal_age (1h) is above crit_wal_age (30m)"),
@@ -451,7 +444,7 @@ mod tests {
             "{err}"
         );
         let mut given = unset();
-        given[3].1 = Some("tomorrow");
+        given[3] = Some("tomorrow");
         let err = threshold_rules(given, &file()).unwrap_err().to_string();
         assert!(err.contains("--crit-backup-age"), "{err}");
     }
