@@ -52,10 +52,20 @@ pub struct RestoreOptions {
     pub durable: bool,
 }
 
+/// What a restore restored, and from where.
+pub struct Restored {
+    pub manifest: Manifest,
+    /// The repository prefix, as operators read it.
+    pub repository: String,
+}
+
 /// `pgproof restore`: restores, then says what to run next.
 pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
     let started = Instant::now();
-    let manifest = restore(settings, opts).await?;
+    let Restored {
+        manifest,
+        repository,
+    } = restore(settings, opts).await?;
     tracing::info!(
         "restored {} files ({}) in {}; next: start PostgreSQL {} on {} (for example: pg_ctl -D {} start); it will replay WAL from {} through `pgproof wal-fetch`",
         manifest.files.len(),
@@ -64,14 +74,13 @@ pub async fn run(settings: &Settings, opts: &RestoreOptions) -> Result<()> {
         manifest.major,
         opts.dest.display(),
         opts.dest.display(),
-        open_repository(settings)?.describe()
+        repository
     );
     Ok(())
 }
 
-/// Restores the chosen backup into `opts.dest` and configures its
-/// recovery; the manifest of the backup restored.
-pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Manifest> {
+/// Restores the chosen backup into `opts.dest` and configures its recovery.
+pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Restored> {
     let repo = open_repository(settings)?;
     let mut selection = select::Selection {
         name: opts.backup.clone(),
@@ -129,7 +138,10 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Manif
             report::duration(sync_started.elapsed())
         );
     }
-    Ok(manifest)
+    Ok(Restored {
+        manifest,
+        repository: repo.describe(),
+    })
 }
 
 /// `2026-11-25 14:02:07.123+00` as psql prints it, or RFC 3339.
