@@ -298,8 +298,10 @@ fn remove_abandoned(parent: &Path, cluster: &str, owner: u32) {
             continue;
         }
         let mut stopped = String::new();
+        // Alive as stop_postmaster judges it: an exited, unreaped postmaster
+        // has no working directory to identify it by, and nothing to stop.
         if let Ok(Some(postmaster)) = PostmasterPid::read(&data)
-            && postmaster.process_alive()
+            && process_alive(postmaster.pid)
         {
             if !runs_in(postmaster.pid, &data) {
                 continue;
