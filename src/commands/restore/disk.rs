@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -282,7 +282,7 @@ impl Writer {
     }
 }
 
-fn open(path: &PathBuf, direct: bool) -> std::io::Result<File> {
+fn open(path: &Path, direct: bool) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     if direct {
