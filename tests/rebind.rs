@@ -6,18 +6,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use std::time::Duration;
 
 /// The newest supported major above 15 that this machine has, as the
 /// "upgraded" system; 15 again (a new initdb) when there is none.
@@ -59,6 +48,33 @@ fn a_new_system_takes_over_the_prefix_and_the_old_backups_still_restore() {
         let args = in_main(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         pgproof(&args, &repo.pg_env(), None)
+    };
+    // Restores into `name` (with `extra` restore arguments) up to the
+    // backup's consistency point, starts the copy and waits for promotion.
+    let restore_promoted = |name: &str, major: u32, extra: &[&str]| {
+        let dest = scratch.path.join(name);
+        let mut args = vec![
+            "restore",
+            dest.to_str().unwrap(),
+            "--target-immediate",
+            "--target-action",
+            "promote",
+        ];
+        args.extend_from_slice(extra);
+        assert_exit(&run(&args), 0);
+        let restored = Cluster::restored(&scratch, name, major, dest.clone());
+        restored.start();
+        wait_until(
+            &format!("promotion of {name}"),
+            Duration::from_secs(120),
+            || {
+                restored
+                    .try_query_one("SELECT pg_is_in_recovery()::text")
+                    .as_deref()
+                    == Some("false")
+            },
+        );
+        restored
     };
 
     // The old system: PostgreSQL 15, archiving and backed up.
@@ -155,25 +171,7 @@ fn a_new_system_takes_over_the_prefix_and_the_old_backups_still_restore() {
 
     // The old system's backup still restores, with its WAL, from its own
     // binding.
-    let dest = scratch.path.join("restored-old");
-    let out = run(&[
-        "restore",
-        dest.to_str().unwrap(),
-        "--backup",
-        &old_backup,
-        "--target-immediate",
-        "--target-action",
-        "promote",
-    ]);
-    assert_exit(&out, 0);
-    let restored = Cluster::restored(&scratch, "restored-old", 15, dest);
-    restored.start();
-    wait_until("promotion of the old system's copy", || {
-        restored
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    let restored = restore_promoted("restored-old", 15, &["--backup", &old_backup]);
     assert_eq!(
         restored.query_one("SELECT count(*)::text FROM kept"),
         "1234"
@@ -189,23 +187,7 @@ fn a_new_system_takes_over_the_prefix_and_the_old_backups_still_restore() {
     restored.stop();
 
     // And the newest backup is the new system's.
-    let dest = scratch.path.join("restored-new");
-    let out = run(&[
-        "restore",
-        dest.to_str().unwrap(),
-        "--target-immediate",
-        "--target-action",
-        "promote",
-    ]);
-    assert_exit(&out, 0);
-    let restored = Cluster::restored(&scratch, "restored-new", new_major, dest);
-    restored.start();
-    wait_until("promotion of the new system's copy", || {
-        restored
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    let restored = restore_promoted("restored-new", new_major, &[]);
     assert_eq!(restored.query_one("SELECT count(*)::text FROM fresh"), "77");
     assert_eq!(restored.system_identifier(), new_system);
 }
