@@ -444,7 +444,7 @@ fn an_interrupted_proof_leaves_nothing_running() {
                     .any(|p| file_name(p) == "server.log")
         },
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     eprintln!("{err}");
@@ -510,7 +510,7 @@ fn a_proof_killed_outright_is_cleaned_up_by_the_next() {
     );
     let postmaster_pid = postmaster_pid.unwrap();
     // SIGKILL: pgproof cannot stop its server or remove its directory.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    common::signal(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
     assert!(
         running(postmaster_pid),

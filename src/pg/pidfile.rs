@@ -61,10 +61,12 @@ impl PostmasterPid {
 
     /// Whether the process named in the file exists (a stale file survives a crash).
     pub fn process_alive(&self) -> bool {
-        // Signal 0 checks existence and permission without delivering anything;
+        // No signal checks existence and permission without delivering anything;
         // EPERM still means a process with that id exists.
-        let rc = unsafe { libc::kill(self.pid, 0) };
-        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None) {
+            Ok(()) => true,
+            Err(e) => e == nix::errno::Errno::EPERM,
+        }
     }
 }
 

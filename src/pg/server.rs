@@ -53,16 +53,11 @@ pub fn default_user() -> String {
     {
         return u;
     }
-    // SAFETY: getpwuid returns a pointer to static storage or null.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if !pw.is_null() {
-            return std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
+    // getpwuid_r underneath: the runtime is multi-threaded.
+    match nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+        Ok(Some(user)) => user.name,
+        _ => "postgres".to_string(),
     }
-    "postgres".to_string()
 }
 
 /// A connection whose background task runs on the current runtime.

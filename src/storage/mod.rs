@@ -88,7 +88,7 @@ impl Storage {
             }
         };
         let local_owner = match url {
-            RepoUrl::File(path) if unsafe { libc::geteuid() } == 0 => {
+            RepoUrl::File(path) if nix::unistd::geteuid().is_root() => {
                 use std::os::unix::fs::MetadataExt;
                 let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
                 (meta.uid() != 0).then(|| (path.clone(), meta.uid(), meta.gid()))

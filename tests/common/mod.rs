@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub const SCRATCH_ROOT: &str = "/tmp/pgproof-tests";
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn postgres_ids() -> (u32, u32) {
@@ -43,6 +43,13 @@ fn postgres_ids() -> (u32, u32) {
         .expect("id");
     let gid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     (uid, gid)
+}
+
+/// Sends `signal` to a child the test spawned (and has not reaped, so its
+/// pid is still its own).
+pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+        .expect("signalling a child of the test");
 }
 
 /// Gives a path to the unprivileged user when tests run as root.

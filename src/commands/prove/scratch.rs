@@ -10,7 +10,6 @@
 
 use crate::error::{Error, Result};
 use crate::pg::pidfile::PostmasterPid;
-use std::ffi::CStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -31,11 +30,11 @@ impl ServerUser {
     /// then the data directory's recorded owner, or `postgres` when that
     /// owner was root too.
     pub fn choose(owner_uid: u32, owner_gid: u32) -> Result<ServerUser> {
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         if euid != 0 {
             return Ok(ServerUser {
                 uid: euid,
-                gid: unsafe { libc::getegid() },
+                gid: nix::unistd::getegid().as_raw(),
                 name: user_name(euid),
                 switch: false,
                 why: "the user running pgproof".into(),
@@ -73,21 +72,19 @@ impl ServerUser {
     }
 }
 
+// The reentrant getpwuid_r/getpwnam_r underneath: the runtime is multi-threaded.
 fn user_name(uid: u32) -> Option<String> {
-    // SAFETY: getpwuid returns a pointer to static storage or null; copied at once.
-    unsafe {
-        let pw = libc::getpwuid(uid);
-        (!pw.is_null()).then(|| CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned())
-    }
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: as above.
-    unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
-    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
 }
 
 /// The scratch directory; removed on drop unless `keep`.
@@ -325,9 +322,7 @@ fn remove_abandoned(parent: &Path, cluster: &str, owner: u32) {
 /// An exclusive lock on `file`, without waiting; released when the last
 /// descriptor of it closes, so also when its process is killed.
 fn try_lock(file: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor `file` owns.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    file.try_lock().is_ok()
 }
 
 /// Whether `pid` is a process that has not exited (a zombie has).
@@ -353,9 +348,10 @@ fn runs_in(pid: i32, dir: &Path) -> bool {
 
 /// Immediate shutdown (the copy is thrown away), then kill, each bounded.
 fn stop_postmaster(pid: i32) {
-    for (signal, wait) in [(libc::SIGQUIT, 10), (libc::SIGKILL, 5)] {
-        // SAFETY: signalling a process whose identity was just checked.
-        unsafe { libc::kill(pid, signal) };
+    use nix::sys::signal::{Signal, kill};
+    for (signal, wait) in [(Signal::SIGQUIT, 10), (Signal::SIGKILL, 5)] {
+        // A process whose identity was just checked; gone already is fine.
+        let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
         while process_alive(pid) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -373,7 +369,7 @@ mod tests {
     #[test]
     fn only_unlocked_real_directories_of_this_clusters_proofs_are_removed() {
         let parent = tempfile::tempdir().unwrap();
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         let make = |name: &str, marked: bool| {
             let dir = parent.path().join(name);
             std::fs::create_dir_all(dir.join("data")).unwrap();

@@ -18,6 +18,8 @@ use crate::pg::lsn::Lsn;
 use crate::pg::server::{Connection, Endpoint};
 use crate::pg::standby_params::StandbyParams;
 use crate::pg::version::Major;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -193,20 +195,26 @@ impl ProvingServer {
             return;
         }
         for (signal, wait) in [
-            (libc::SIGINT, Duration::from_secs(60)),
-            (libc::SIGQUIT, Duration::from_secs(10)),
-            (libc::SIGKILL, Duration::from_secs(5)),
+            (Signal::SIGINT, Duration::from_secs(60)),
+            (Signal::SIGQUIT, Duration::from_secs(10)),
+            (Signal::SIGKILL, Duration::from_secs(5)),
         ] {
             if self.exited().is_some() {
                 break;
             }
-            unsafe { libc::kill(self.child.id() as i32, signal) };
+            self.signal(signal);
             let deadline = Instant::now() + wait;
             while self.exited().is_none() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         self.stopped = true;
+    }
+
+    /// Our own child: its pid cannot be reused before we reap it. A
+    /// postmaster that already exited is not an error.
+    fn signal(&self, signal: Signal) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal);
     }
 
     /// The last `n` lines of the server's log.
@@ -219,7 +227,7 @@ impl Drop for ProvingServer {
     fn drop(&mut self) {
         // Reached on an early return or a panic: never leave a server behind.
         if !self.stopped && self.exited().is_none() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+            self.signal(Signal::SIGQUIT);
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.exited().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));

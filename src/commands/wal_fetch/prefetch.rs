@@ -11,7 +11,6 @@ use crate::pg::walname::WalFileName;
 use crate::repo::wal::WalListings;
 use crate::settings::Settings;
 use futures::StreamExt;
-use std::os::fd::AsRawFd;
 
 const PARALLEL_DOWNLOADS: usize = 4;
 
@@ -37,8 +36,8 @@ pub async fn run_prefetcher(settings: &Settings, after: &str) -> Result<()> {
     let lock_path = spool.dir().join(".lock");
     let lock =
         std::fs::File::create(&lock_path).map_err(|e| Error::io("creating", &lock_path, e))?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` drops.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // flock: released when `lock` drops, or when a killed process's descriptors close.
+    if lock.try_lock().is_err() {
         return Ok(());
     }
 
