@@ -54,7 +54,13 @@ fn backup(repo: &TestRepo, cluster: &Cluster) -> String {
 
 /// A cluster on a restored data directory, on its own port and socket
 /// directory; archiving as the backup had it, or off.
-fn on_restored(scratch: &Scratch, name: &str, major: u32, pgdata: PathBuf, archive: bool) -> Cluster {
+fn on_restored(
+    scratch: &Scratch,
+    name: &str,
+    major: u32,
+    pgdata: PathBuf,
+    archive: bool,
+) -> Cluster {
     let cluster = Cluster {
         major,
         pgdata,
@@ -75,9 +81,15 @@ fn on_restored(scratch: &Scratch, name: &str, major: u32, pgdata: PathBuf, archi
 
 fn start_and_wait_promoted(c: &Cluster) {
     c.start();
-    wait_until("the restored server has ended recovery", SERVER_WAIT, || {
-        c.try_query_one("SELECT pg_is_in_recovery()::text").as_deref() == Some("false")
-    });
+    wait_until(
+        "the restored server has ended recovery",
+        SERVER_WAIT,
+        || {
+            c.try_query_one("SELECT pg_is_in_recovery()::text")
+                .as_deref()
+                == Some("false")
+        },
+    );
 }
 
 fn live_settings(conf: &str) -> Vec<String> {
@@ -96,7 +108,9 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
     let source = Cluster::init(&scratch, "source", major);
     source.archive_with(&format!("--repo {} --cluster main", repo.url));
     source.start();
-    source.execute("CREATE TABLE t AS SELECT g AS id, 'first' AS phase FROM generate_series(1, 1000) g");
+    source.execute(
+        "CREATE TABLE t AS SELECT g AS id, 'first' AS phase FROM generate_series(1, 1000) g",
+    );
     backup(&repo, &source);
     source.execute("INSERT INTO t SELECT g, 'before the time' FROM generate_series(1001, 1500) g");
     let time = source.query_one("SELECT now()::text");
@@ -144,10 +158,15 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
         "restore says what it removed:\n{err}"
     );
     let conf = std::fs::read_to_string(all_dir.join("postgresql.auto.conf")).unwrap();
-    for removed in ["recovery_target_time = ", "recovery_target_action = ", "restore_command = "] {
+    for removed in [
+        "recovery_target_time = ",
+        "recovery_target_action = ",
+        "restore_command = ",
+    ] {
         assert!(
-            conf.lines().any(|l| l.starts_with("# Removed by pgproof restore on ")
-                && l.contains(&format!(": {removed}"))),
+            conf.lines()
+                .any(|l| l.starts_with("# Removed by pgproof restore on ")
+                    && l.contains(&format!(": {removed}"))),
             "{removed} is commented out with the prefix:\n{conf}"
         );
     }
@@ -289,7 +308,9 @@ fn assert_unstartable(scratch: &Scratch, major: u32, dest: &Path, roots: &[&Path
     // Given to the server's user, so that what stops it is PostgreSQL's own judgement.
     chown_tree(dest);
     let sock = scratch.dir("probe-sock");
-    let log = scratch.path.join(format!("probe-{}.log", when.replace(' ', "-")));
+    let log = scratch
+        .path
+        .join(format!("probe-{}.log", when.replace(' ', "-")));
     let mut server = as_postgres(pg_bin(major).join("postgres"))
         .arg("-D")
         .arg(dest)
@@ -371,7 +392,10 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
     let mut run = Running::spawn(&args, &repo.env, log(2));
     assert!(run.watch_until(|| bytes_under(&dest) >= 48 << 20));
     run.signal(libc::SIGSTOP);
-    let before: Vec<_> = files_under(&dest).into_iter().map(|p| (p.clone(), std::fs::symlink_metadata(&p).unwrap().len())).collect();
+    let before: Vec<_> = files_under(&dest)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::symlink_metadata(&p).unwrap().len()))
+        .collect();
     let out = pgproof(&args, &repo.env, None);
     assert_exit(&out, 11);
     assert!(
@@ -379,8 +403,14 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
         "{}",
         stderr(&out)
     );
-    let after: Vec<_> = files_under(&dest).into_iter().map(|p| (p.clone(), std::fs::symlink_metadata(&p).unwrap().len())).collect();
-    assert_eq!(before, after, "a refused restore changed the running one's files");
+    let after: Vec<_> = files_under(&dest)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::symlink_metadata(&p).unwrap().len()))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a refused restore changed the running one's files"
+    );
     let said = run.kill();
     assert!(said.contains("starting over"), "{said}");
     assert_unstartable(&scratch, major, &dest, &roots, "in the middle");
@@ -398,14 +428,21 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
         std::fs::remove_dir_all(&dest).unwrap();
         std::fs::remove_dir_all(&ts_dest).unwrap();
     }
-    assert!(caught, "the restore always finished before it could be killed near its end");
+    assert!(
+        caught,
+        "the restore always finished before it could be killed near its end"
+    );
     assert!(dest.join("recovery.signal").exists() || dest.join("backup_label").exists());
     assert_unstartable(&scratch, major, &dest, &roots, "near the end");
 
     // Anything else that is not empty stays refused and untouched.
     let busy = scratch.dir("busy");
     std::fs::write(busy.join("precious"), "x").unwrap();
-    let out = pgproof(&restore_args(&repo, &busy, &["--tablespace", &ts_arg]), &repo.env, None);
+    let out = pgproof(
+        &restore_args(&repo, &busy, &["--tablespace", &ts_arg]),
+        &repo.env,
+        None,
+    );
     assert_exit(&out, 11);
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
 
@@ -418,7 +455,11 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
         "{err}"
     );
     for root in roots {
-        assert!(!root.join(MARKER).exists(), "{} is still marked", root.display());
+        assert!(
+            !root.join(MARKER).exists(),
+            "{} is still marked",
+            root.display()
+        );
     }
     let restored = on_restored(&scratch, "restored", major, dest.clone(), false);
     start_and_wait_promoted(&restored);
