@@ -280,6 +280,21 @@ impl Running {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// Stops it, and waits until every thread has stopped: a write under
+    /// way when the signal came still ends first.
+    fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.child.id());
+        wait_until("the restore has stopped", Duration::from_secs(30), || {
+            std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+            })
+        });
+    }
+
     fn kill(mut self) -> String {
         self.signal(libc::SIGKILL);
         let status = self.child.wait().unwrap();
@@ -291,6 +306,15 @@ impl Running {
 /// What a killed restore left: no pg_control, every root that holds
 /// anything marked, and PostgreSQL refuses to start on it.
 fn assert_unstartable(scratch: &Scratch, major: u32, dest: &Path, roots: &[&Path], when: &str) {
+    eprintln!(
+        "killed {when}: {} MiB written, backup_label {}",
+        bytes_under(dest) >> 20,
+        if dest.join("backup_label").exists() {
+            "written"
+        } else {
+            "not yet"
+        }
+    );
     assert!(
         !dest.join("global/pg_control").exists(),
         "{when}: pg_control is in place in an unfinished restore"
@@ -391,7 +415,7 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
     // second restore into the same place is refused and changes nothing.
     let mut run = Running::spawn(&args, &repo.env, log(2));
     assert!(run.watch_until(|| bytes_under(&dest) >= 48 << 20));
-    run.signal(libc::SIGSTOP);
+    run.pause();
     let before: Vec<_> = files_under(&dest)
         .into_iter()
         .map(|p| (p.clone(), std::fs::symlink_metadata(&p).unwrap().len()))
