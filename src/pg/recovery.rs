@@ -185,11 +185,22 @@ pub fn setting_name(line: &str) -> Option<String> {
     Some(rest[..end].to_ascii_lowercase())
 }
 
+/// The lines of a configuration file that set a recovery target setting.
+pub fn target_lines(conf: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(conf)
+        .lines()
+        .filter(|l| setting_name(l).is_some_and(|n| TARGET_SETTINGS.contains(&n.as_str())))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 /// A configuration file with the recovery settings of earlier restores
 /// commented out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neutralized {
-    pub text: String,
+    /// The file's bytes: it need not be UTF-8 (a comment in Latin-1 is
+    /// PostgreSQL's business, not a reason to fail a restore).
+    pub text: Vec<u8>,
     /// The lines commented out, as they were.
     pub removed: Vec<String>,
 }
@@ -197,12 +208,13 @@ pub struct Neutralized {
 /// Comments out every recovery target setting, and every `restore_command`
 /// in a block an earlier pgproof restore added, each prefixed with
 /// `REMOVED_BY` and `stamp` (when). Everything else is kept byte for byte.
-pub fn neutralize(conf: &str, stamp: &str) -> Neutralized {
-    let mut text = String::with_capacity(conf.len() + 128);
+pub fn neutralize(conf: &[u8], stamp: &str) -> Neutralized {
+    let mut text = Vec::with_capacity(conf.len() + 128);
     let mut removed = Vec::new();
     let mut in_our_block = false;
-    for line in conf.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
+    for line in conf.split_inclusive(|&b| b == b'\n') {
+        let body = String::from_utf8_lossy(line);
+        let body = body.trim_end_matches(['\n', '\r']);
         if body.trim().is_empty() {
             in_our_block = false;
         } else if body.trim_start().starts_with(ADDED_BY) {
@@ -212,11 +224,10 @@ pub fn neutralize(conf: &str, stamp: &str) -> Neutralized {
             TARGET_SETTINGS.contains(&name.as_str()) || (in_our_block && name == "restore_command")
         });
         if remove {
-            text += &format!("{REMOVED_BY} on {stamp}: {line}");
+            text.extend_from_slice(format!("{REMOVED_BY} on {stamp}: ").as_bytes());
             removed.push(body.to_string());
-        } else {
-            text += line;
         }
+        text.extend_from_slice(line);
     }
     Neutralized { text, removed }
 }
@@ -273,7 +284,8 @@ mod tests {
                     #recovery_target_time = 'already a comment'\n\
                     recovery_target_action_note = 'a custom name'\n\
                     shared_buffers = 128MB";
-        let n = neutralize(conf, STAMP);
+        let n = neutralize(conf.as_bytes(), STAMP);
+        let text = String::from_utf8(n.text.clone()).unwrap();
         assert_eq!(
             n.removed,
             vec![
@@ -295,20 +307,35 @@ mod tests {
             "recovery_target_action_note = 'a custom name'\n",
             "\nshared_buffers = 128MB",
         ] {
-            assert!(n.text.contains(kept), "{kept:?} was changed:\n{}", n.text);
+            assert!(text.contains(kept), "{kept:?} was changed:\n{text}");
         }
-        assert!(n.text.contains(
+        assert!(text.contains(
             "# Removed by pgproof restore on 2026-12-01 10:00:00 UTC: recovery_target_time = '2026-11-25 20:15:00.000000+00'\n"
         ));
         // Every line is still there, only commented: a line count and no
         // live recovery setting.
-        assert_eq!(n.text.lines().count(), conf.lines().count());
-        for line in n.text.lines() {
+        assert_eq!(text.lines().count(), conf.lines().count());
+        for line in text.lines() {
             let name = setting_name(line).unwrap_or_default();
             assert!(!TARGET_SETTINGS.contains(&name.as_str()), "{line}");
         }
+        assert_eq!(target_lines(conf.as_bytes()).len(), 8);
+        assert!(target_lines(&n.text).is_empty());
         // Idempotent: a second restore finds nothing more.
         assert!(neutralize(&n.text, STAMP).removed.is_empty());
+        // Bytes that are not UTF-8 stay as they were.
+        let latin1 = b"# caf\xe9\nrecovery_target_xid = 7\nwork_mem = 1MB # \xe9\n";
+        let n = neutralize(latin1, STAMP);
+        assert_eq!(n.removed, vec!["recovery_target_xid = 7"]);
+        assert_eq!(
+            n.text,
+            [
+                &b"# caf\xe9\n"[..],
+                format!("{REMOVED_BY} on {STAMP}: recovery_target_xid = 7\n").as_bytes(),
+                b"work_mem = 1MB # \xe9\n",
+            ]
+            .concat()
+        );
     }
 
     #[test]
@@ -330,9 +357,9 @@ mod tests {
              recovery_target_action = 'promote'\n"
         );
         let conf = format!("work_mem = 1MB\n\n{block}");
-        let n = neutralize(&conf, STAMP);
+        let n = neutralize(conf.as_bytes(), STAMP);
         assert_eq!(n.removed.len(), 3);
-        assert!(n.text.starts_with("work_mem = 1MB\n\n# Added by pgproof"));
+        assert!(n.text.starts_with(b"work_mem = 1MB\n\n# Added by pgproof"));
     }
 
     #[test]

@@ -36,7 +36,25 @@ pub fn write(
         );
     }
     write_private(dest, "recovery.signal", "")?;
+    warn_of_targets_in_postgresql_conf(dest);
     write_auto_conf(dest, m, recovery)
+}
+
+/// The operator's own file is not edited, but a target set there would
+/// still steer this recovery (or clash with its target): said loudly.
+fn warn_of_targets_in_postgresql_conf(dest: &Path) {
+    let path = dest.join("postgresql.conf");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let set = recovery::target_lines(&bytes);
+    if !set.is_empty() {
+        tracing::warn!(
+            "{} sets {}: PostgreSQL will apply it to this recovery unless postgresql.auto.conf sets the same setting; remove it there before starting the server unless it is what you want",
+            path.display(),
+            set.join(" | ")
+        );
+    }
 }
 
 fn write_private(dest: &Path, name: &str, content: &str) -> Result<()> {
@@ -62,15 +80,8 @@ fn tablespace_map(map: &str, ts_dirs: &HashMap<u32, PathBuf>) -> String {
 fn write_auto_conf(dest: &Path, m: &Manifest, recovery: &Recovery) -> Result<()> {
     let path = dest.join("postgresql.auto.conf");
     let existing = match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            Error::corrupt(format!(
-                "{} from backup {} is not UTF-8 text",
-                path.display(),
-                m.name
-            ))
-            .with_hint("PostgreSQL writes this file as text: check the backup with pgproof verify")
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
     let now = chrono::Utc::now()
@@ -89,11 +100,15 @@ fn write_auto_conf(dest: &Path, m: &Manifest, recovery: &Recovery) -> Result<()>
                 .join(" | ")
         );
     }
-    if !conf.text.is_empty() && !conf.text.ends_with('\n') {
-        conf.text.push('\n');
+    if !conf.text.is_empty() && !conf.text.ends_with(b"\n") {
+        conf.text.push(b'\n');
     }
-    conf.text += "\n";
-    conf.text += &recovery.conf_block(&format!("of backup {} on {now}", m.name));
+    conf.text.push(b'\n');
+    conf.text.extend_from_slice(
+        recovery
+            .conf_block(&format!("of backup {} on {now}", m.name))
+            .as_bytes(),
+    );
     std::fs::write(&path, conf.text).map_err(|e| Error::io("writing", &path, e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("setting the mode of", &path, e))
