@@ -222,15 +222,17 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
         .with_hint("write it as psql prints it (2026-11-25 14:02:07.123+00) or as RFC 3339 (2026-11-25T14:02:07Z)"))
 }
 
-/// Each root (the data directory first) as found, and where each
-/// tablespace goes; refuses a destination that is neither empty nor an
-/// interrupted restore's, before anything is written.
-#[allow(clippy::type_complexity)]
+/// Each destination root (the data directory first) as found.
+type Roots = Vec<(PathBuf, unfinished::Found)>;
+
+/// Each root as found, and where each tablespace goes; refuses a
+/// destination that is neither empty nor an interrupted restore's, before
+/// anything is written.
 fn validate_destination(
     dest: &Path,
     m: &Manifest,
     map: &[(u32, PathBuf)],
-) -> Result<(Vec<(PathBuf, unfinished::Found)>, HashMap<u32, PathBuf>)> {
+) -> Result<(Roots, HashMap<u32, PathBuf>)> {
     let mut roots = vec![(dest.to_path_buf(), unfinished::inspect(dest, true)?)];
     let mut dirs = HashMap::new();
     for ts in &m.tablespaces {
