@@ -564,12 +564,29 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
         .filter(|f| !f.starts_with(dest.join("pg_tblspc")))
         .collect();
     assert!(restored_files.len() > 900, "{}", restored_files.len());
-    for file in restored_files
-        .iter()
-        .chain([&dest, &new_place, &dest.join("base")])
+    for file in
+        restored_files
+            .iter()
+            .chain([&dest, &new_place, &dest.join("base"), &dest.join("global")])
     {
-        assert!(synced.contains(file), "{} was not synced", file.display());
+        // pg_control is synced under the name it is written as, then
+        // renamed into place last (and global/ synced again).
+        let written_as = if file.ends_with("global/pg_control") {
+            file.with_file_name("pg_control.pgproof-restore")
+        } else {
+            file.clone()
+        };
+        assert!(
+            synced.contains(&written_as),
+            "{} was not synced",
+            file.display()
+        );
     }
+    assert!(
+        !dest.join(".pgproof-restore-in-progress").exists()
+            && !new_place.join(".pgproof-restore-in-progress").exists(),
+        "the markers are gone once the restore is done"
+    );
     let restored = Cluster::restored(&scratch, "restored", 15, dest);
     restored.start();
     wait_until("promotion", || {

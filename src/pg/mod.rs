@@ -11,6 +11,7 @@ pub mod history;
 pub mod lsn;
 pub mod page;
 pub mod pidfile;
+pub mod recovery;
 pub mod server;
 pub mod standby_params;
 pub mod version;

@@ -557,6 +557,25 @@ pub fn pgproof_under(
         None => Command::new(pgproof_exe()),
     };
     cmd.args(args);
+    isolate(&mut cmd, env);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.output().unwrap()
+}
+
+/// pgproof with the given arguments and environment, to be spawned (for
+/// tests that watch or signal it while it runs).
+pub fn pgproof_command(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(pgproof_exe());
+    cmd.args(args);
+    isolate(&mut cmd, env);
+    cmd
+}
+
+/// Only the given environment reaches pgproof: none of the test run's own
+/// pgproof, AWS or PGDATA settings, no host-wide configuration file.
+fn isolate(cmd: &mut Command, env: &[(String, String)]) {
     for (k, _) in std::env::vars() {
         if k.starts_with("PGPROOF_") || k.starts_with("AWS_") || k == "PGDATA" {
             cmd.env_remove(k);
@@ -569,10 +588,6 @@ pub fn pgproof_under(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.output().unwrap()
 }
 
 /// Every file below `dir`, recursively, sorted; none when `dir` is absent.

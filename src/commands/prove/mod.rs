@@ -26,7 +26,7 @@ use crate::report;
 use crate::settings::Settings;
 use checks::check;
 use scratch::{Scratch, ServerUser};
-use server::{ProvingServer, Recovery, shell_quote};
+use server::{ProvingServer, Recovery};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -470,12 +470,16 @@ fn start(ctx: &Context<'_>) -> Result<ProvingServer> {
         .map_err(|e| Error::io("finding", std::path::Path::new("pgproof"), e))?;
     // --pgdata: wal-fetch must use this data directory, not one the
     // configuration file gives the source cluster.
-    let restore_command = format!(
-        "{} --repo {} --cluster {} --pgdata {} wal-fetch %f %p",
-        shell_quote(&exe.display().to_string()),
-        shell_quote(&repo_url(ctx.settings)),
-        shell_quote(ctx.settings.cluster.value.as_str()),
-        shell_quote(&data.display().to_string()),
+    let restore_command = crate::pg::recovery::wal_fetch_command(
+        &exe.display().to_string(),
+        &[
+            "--repo",
+            &repo_url(ctx.settings),
+            "--cluster",
+            ctx.settings.cluster.value.as_str(),
+            "--pgdata",
+            &data.display().to_string(),
+        ],
     );
     let settings = server::server_settings(
         ctx.manifest.major,

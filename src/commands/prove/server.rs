@@ -15,6 +15,7 @@ use super::scratch::{Scratch, ServerUser};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::binaries::Binaries;
 use crate::pg::lsn::Lsn;
+use crate::pg::recovery;
 use crate::pg::server::{Connection, Endpoint};
 use crate::pg::standby_params::StandbyParams;
 use crate::pg::version::Major;
@@ -52,12 +53,6 @@ pub fn server_settings(
         ("restore_command", restore_command.to_string()),
         ("archive_cleanup_command", String::new()),
         ("recovery_end_command", String::new()),
-        ("recovery_target", String::new()),
-        ("recovery_target_lsn", String::new()),
-        ("recovery_target_name", String::new()),
-        ("recovery_target_time", String::new()),
-        ("recovery_target_xid", String::new()),
-        ("recovery_target_timeline", "latest".into()),
         ("primary_conninfo", String::new()),
         ("primary_slot_name", String::new()),
         ("hot_standby", "on".into()),
@@ -78,6 +73,8 @@ pub fn server_settings(
         ("fsync", "off".into()),
         ("cluster_name", "pgproof-prove".into()),
     ];
+    // No recovery target left over from an earlier restore of the source.
+    s.extend(recovery::no_target_settings());
     if major.number() <= 14 {
         s.push(("stats_temp_directory", "pg_stat_tmp".into()));
     }
@@ -87,17 +84,6 @@ pub fn server_settings(
     // Hot standby refuses settings below the primary's, which pg_control keeps.
     s.extend(params.settings());
     s.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
-/// A shell word: restore_command runs through the shell.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-:+=@%,".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// A free TCP port number: PostgreSQL uses the port number in its socket
@@ -491,14 +477,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_for_the_shell() {
-        assert_eq!(shell_quote("/usr/bin/pgproof"), "/usr/bin/pgproof");
-        assert_eq!(shell_quote("s3://b/p"), "s3://b/p");
-        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
     fn restored_segments_and_fatal_lines_from_a_log() {
         let log: Vec<String> = [
             "2026-11-25 20:00:00 UTC [1] LOG:  restored log file \"000000010000000000000002\" from archive",
@@ -547,6 +525,8 @@ mod tests {
                 get("unix_socket_directories"),
                 Some("/nonexistent/pgproof-prove-x-1/socket")
             );
+            assert_eq!(get("recovery_target_time"), Some(""));
+            assert_eq!(get("recovery_target_timeline"), Some("latest"));
             assert_eq!(get("stats_temp_directory").is_some(), major <= 14);
             assert_eq!(get("promote_trigger_file").is_some(), major <= 15);
         }

@@ -176,7 +176,7 @@ impl Drop for DiskSink {
 
 impl FileSink for DiskSink {
     fn begin(&mut self, path: &str, entry: &FileEntry) -> Result<()> {
-        let path = self.root.join(path);
+        let path = self.root.join(super::unfinished::written_as(path));
         self.send(Op::Open {
             path,
             large: entry.size >= DIRECT_MIN_FILE,

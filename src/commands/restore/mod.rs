@@ -1,15 +1,18 @@
 //! `pgproof restore <DEST>` (alias `backup-fetch`): phases select, validate,
-//! process (download, decompress, verify every checksum, write), configure
-//! recovery, sync.
+//! mark in progress (or start an interrupted restore over), process
+//! (download, decompress, verify every checksum, write), configure
+//! recovery, sync, put pg_control in place and unmark (`unfinished.rs`).
 
+mod configure;
 mod disk;
 mod durable;
 pub(crate) mod select;
+mod unfinished;
 
 use super::cluster::open_repository;
 use crate::codec::Compression;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::pidfile::PostmasterPid;
+use crate::pg::recovery::{self, Recovery};
 use crate::progress::{Progress, Unit};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -20,7 +23,6 @@ use disk::DiskSink;
 pub use disk::WriteMode;
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +95,7 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
     }
     let backups = repo.backups().await?;
     let manifest = select::choose(&backups, &selection, &repo.describe())?;
+    let recovery = recovery_asked(settings, opts)?;
     tracing::info!(
         "restoring backup {} of {} (system {}, {}; {} to {}) into {}",
         manifest.name,
@@ -107,18 +110,47 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
         manifest.stop_lsn,
         opts.dest.display()
     );
-    let tablespace_dirs = validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
-    create_directories(&opts.dest, &manifest, &tablespace_dirs)?;
+    let (roots, tablespace_dirs) =
+        validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
+    let note = format!(
+        "backup: {}\ndata directory: {}",
+        manifest.name,
+        opts.dest.display()
+    );
+    let in_progress = unfinished::begin(roots, &note, opts.durable)?;
+    if let Err(e) = write_everything(&repo, opts, &manifest, &tablespace_dirs, &recovery).await {
+        tracing::warn!(
+            "{} holds an unfinished restore, which PostgreSQL will not start on; run the restore again to start over",
+            opts.dest.display()
+        );
+        return Err(e);
+    }
+    in_progress.finish()?;
+    Ok(Restored {
+        manifest,
+        repository: repo.describe(),
+    })
+}
+
+/// Everything but pg_control, written and (when durable) synced.
+async fn write_everything(
+    repo: &crate::repo::Repository,
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+    tablespace_dirs: &HashMap<u32, PathBuf>,
+    recovery: &Recovery,
+) -> Result<()> {
+    create_directories(&opts.dest, manifest, tablespace_dirs)?;
     download_parts(
-        &repo,
-        &manifest,
+        repo,
+        manifest,
         &opts.dest,
-        &tablespace_dirs,
+        tablespace_dirs,
         opts.jobs,
         opts.write_mode,
     )
     .await?;
-    configure_recovery(settings, opts, &manifest, &tablespace_dirs)?;
+    configure::write(&opts.dest, manifest, tablespace_dirs, recovery)?;
     if unsafe { libc::geteuid() } == 0 {
         chown_tree(&opts.dest, manifest.owner_uid, manifest.owner_gid)?;
         for dir in tablespace_dirs.values() {
@@ -138,9 +170,40 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
             report::duration(sync_started.elapsed())
         );
     }
-    Ok(Restored {
-        manifest,
-        repository: repo.describe(),
+    Ok(())
+}
+
+/// The recovery asked for, checked before anything is written.
+fn recovery_asked(settings: &Settings, opts: &RestoreOptions) -> Result<Recovery> {
+    let target = match &opts.target {
+        None => None,
+        Some(Target::Time(t)) => Some(recovery::Target::Time(parse_time(t)?)),
+        Some(Target::Lsn(l)) => Some(recovery::Target::Lsn(l.parse()?)),
+        Some(Target::Xid(x)) => Some(recovery::Target::Xid(x.parse().map_err(|_| {
+            Error::config(format!("{x:?} is not a transaction id"))
+                .with_hint("give the number as txid_current() or pg_current_xact_id() shows it")
+        })?)),
+        Some(Target::Name(n)) => Some(recovery::Target::Name(n.clone())),
+        Some(Target::Immediate) => Some(recovery::Target::Immediate),
+    };
+    let action = opts
+        .target_action
+        .as_deref()
+        .map(str::parse::<recovery::TargetAction>)
+        .transpose()?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
+    Ok(Recovery {
+        restore_command: recovery::wal_fetch_command(
+            &exe.display().to_string(),
+            &[
+                "--repo",
+                &settings.repo.value.to_string(),
+                "--cluster",
+                settings.cluster.value.as_str(),
+            ],
+        ),
+        target,
+        action,
     })
 }
 
@@ -159,12 +222,18 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
         .with_hint("write it as psql prints it (2026-11-25 14:02:07.123+00) or as RFC 3339 (2026-11-25T14:02:07Z)"))
 }
 
+/// Each destination root (the data directory first) as found.
+type Roots = Vec<(PathBuf, unfinished::Found)>;
+
+/// Each root as found, and where each tablespace goes; refuses a
+/// destination that is neither empty nor an interrupted restore's, before
+/// anything is written.
 fn validate_destination(
     dest: &Path,
     m: &Manifest,
     map: &[(u32, PathBuf)],
-) -> Result<HashMap<u32, PathBuf>> {
-    refuse_unless_empty(dest)?;
+) -> Result<(Roots, HashMap<u32, PathBuf>)> {
+    let mut roots = vec![(dest.to_path_buf(), unfinished::inspect(dest, true)?)];
     let mut dirs = HashMap::new();
     for ts in &m.tablespaces {
         let target = map
@@ -172,43 +241,16 @@ fn validate_destination(
             .find(|(oid, _)| *oid == ts.oid)
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| PathBuf::from(&ts.location));
-        refuse_unless_empty(&target).map_err(|e| {
+        let found = unfinished::inspect(&target, false).map_err(|e| {
             e.with_hint(format!(
                 "tablespace {} was at {}; give it a new empty place with --tablespace {}=DIR",
                 ts.oid, ts.location, ts.oid
             ))
         })?;
+        roots.push((target.clone(), found));
         dirs.insert(ts.oid, target);
     }
-    Ok(dirs)
-}
-
-fn refuse_unless_empty(dir: &Path) -> Result<()> {
-    if let Ok(Some(pid)) = PostmasterPid::read(dir)
-        && pid.process_alive()
-    {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!("a server is running in {} (pid {})", dir.display(), pid.pid),
-        )
-        .with_hint(
-            "restore into another directory, or stop that server and empty the directory first",
-        ));
-    }
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!("{} is not empty; nothing was written", dir.display()),
-                )
-                .with_hint("restore into an empty or new directory"));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("reading", dir, e)),
-    }
+    Ok((roots, dirs))
 }
 
 fn root_of<'a>(
@@ -293,87 +335,6 @@ async fn download_parts(
             m.files.len()
         )));
     }
-    Ok(())
-}
-
-fn configure_recovery(
-    settings: &Settings,
-    opts: &RestoreOptions,
-    m: &Manifest,
-    ts_dirs: &HashMap<u32, PathBuf>,
-) -> Result<()> {
-    let dest = &opts.dest;
-    let write = |name: &str, content: &str| -> Result<()> {
-        let path = dest.join(name);
-        std::fs::write(&path, content).map_err(|e| Error::io("writing", &path, e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("setting the mode of", &path, e))
-    };
-    write("backup_label", &m.backup_label)?;
-    if !m.tablespace_map.is_empty() {
-        // Rewritten to the chosen locations.
-        let map: String = m
-            .tablespace_map
-            .lines()
-            .map(|line| match line.split_once(' ') {
-                Some((oid, _)) => match oid.parse::<u32>().ok().and_then(|o| ts_dirs.get(&o)) {
-                    Some(dir) => format!("{oid} {}\n", dir.display()),
-                    None => format!("{line}\n"),
-                },
-                None => format!("{line}\n"),
-            })
-            .collect();
-        write("tablespace_map", &map)?;
-    }
-    write("recovery.signal", "")?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
-    let quote = |s: &str| s.replace('\'', "''");
-    let mut conf = format!(
-        "\n# Added by pgproof restore of backup {} ({})\nrestore_command = '{} --repo {} --cluster {} wal-fetch %f %p'\n",
-        m.name,
-        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
-        quote(&exe.display().to_string()),
-        quote(&settings.repo.value.to_string()),
-        quote(settings.cluster.value.as_str()),
-    );
-    match &opts.target {
-        Some(Target::Time(t)) => {
-            conf += &format!(
-                "recovery_target_time = '{}'\n",
-                parse_time(t)?.format("%Y-%m-%d %H:%M:%S%.6f+00")
-            )
-        }
-        Some(Target::Lsn(l)) => {
-            conf += &format!(
-                "recovery_target_lsn = '{}'\n",
-                l.parse::<crate::pg::lsn::Lsn>()?
-            )
-        }
-        Some(Target::Xid(x)) => {
-            x.parse::<u64>()
-                .map_err(|_| Error::config(format!("{x:?} is not a transaction id")))?;
-            conf += &format!("recovery_target_xid = '{x}'\n")
-        }
-        Some(Target::Name(n)) => conf += &format!("recovery_target_name = '{}'\n", quote(n)),
-        Some(Target::Immediate) => conf += "recovery_target = 'immediate'\n",
-        None => {}
-    }
-    if let Some(action) = &opts.target_action {
-        if !matches!(action.as_str(), "pause" | "promote" | "shutdown") {
-            return Err(Error::config(format!(
-                "target action {action:?} is not pause, promote or shutdown"
-            )));
-        }
-        conf += &format!("recovery_target_action = '{action}'\n");
-    }
-    let auto = dest.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&auto)
-        .map_err(|e| Error::io("writing", &auto, e))?;
-    f.write_all(conf.as_bytes())
-        .map_err(|e| Error::io("writing", &auto, e))?;
     Ok(())
 }
 
