@@ -276,14 +276,14 @@ impl Running {
         }
     }
 
-    fn signal(&self, signal: i32) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        common::signal(&self.child, signal);
     }
 
     /// Stops it, and waits until every thread has stopped: a write under
     /// way when the signal came still ends first.
     fn pause(&self) {
-        self.signal(libc::SIGSTOP);
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
         let tasks = format!("/proc/{}/task", self.child.id());
         wait_until("the restore has stopped", Duration::from_secs(30), || {
             std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
@@ -296,7 +296,7 @@ impl Running {
     }
 
     fn kill(mut self) -> String {
-        self.signal(libc::SIGKILL);
+        self.signal(nix::sys::signal::Signal::SIGKILL);
         let status = self.child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", self.log());
         self.log()

@@ -151,7 +151,7 @@ async fn write_everything(
     )
     .await?;
     configure::write(&opts.dest, manifest, tablespace_dirs, recovery)?;
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         chown_tree(&opts.dest, manifest.owner_uid, manifest.owner_gid)?;
         for dir in tablespace_dirs.values() {
             chown_tree(dir, manifest.owner_uid, manifest.owner_gid)?;

@@ -25,7 +25,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pg::pidfile::PostmasterPid;
 use std::fs::File;
 use std::io::{Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -289,8 +288,7 @@ fn summary(said: &str) -> String {
 /// An exclusive lock on `file`, without waiting; released when the last
 /// descriptor of it closes, so also when its process is killed.
 fn try_lock(file: &File) -> bool {
-    // SAFETY: flock on a descriptor `file` owns.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    file.try_lock().is_ok()
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
