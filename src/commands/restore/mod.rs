@@ -21,6 +21,7 @@ pub use disk::WriteMode;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,6 +108,7 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
         manifest.stop_lsn,
         opts.dest.display()
     );
+    manifest.check_paths()?;
     let tablespace_dirs = validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
     create_directories(&opts.dest, &manifest, &tablespace_dirs)?;
     download_parts(
@@ -171,7 +173,7 @@ fn validate_destination(
             .iter()
             .find(|(oid, _)| *oid == ts.oid)
             .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| PathBuf::from(&ts.location));
+            .unwrap_or_else(|| ts.location.as_path().to_path_buf());
         refuse_unless_empty(&target).map_err(|e| {
             e.with_hint(format!(
                 "tablespace {} was at {}; give it a new empty place with --tablespace {}=DIR",
@@ -229,7 +231,7 @@ fn create_directories(dest: &Path, m: &Manifest, ts_dirs: &HashMap<u32, PathBuf>
             .map_err(|e| Error::io("setting the mode of", root, e))?;
     }
     for d in &m.directories {
-        let path = root_of(dest, d.tablespace, ts_dirs).join(&d.path);
+        let path = root_of(dest, d.tablespace, ts_dirs).join(d.path.as_path());
         std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(d.mode & 0o7777))
             .map_err(|e| Error::io("setting the mode of", &path, e))?;
@@ -303,29 +305,33 @@ fn configure_recovery(
     ts_dirs: &HashMap<u32, PathBuf>,
 ) -> Result<()> {
     let dest = &opts.dest;
-    let write = |name: &str, content: &str| -> Result<()> {
+    let write = |name: &str, content: &[u8]| -> Result<()> {
         let path = dest.join(name);
         std::fs::write(&path, content).map_err(|e| Error::io("writing", &path, e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("setting the mode of", &path, e))
     };
-    write("backup_label", &m.backup_label)?;
+    write("backup_label", m.backup_label.as_bytes())?;
     if !m.tablespace_map.is_empty() {
-        // Rewritten to the chosen locations.
-        let map: String = m
-            .tablespace_map
-            .lines()
-            .map(|line| match line.split_once(' ') {
-                Some((oid, _)) => match oid.parse::<u32>().ok().and_then(|o| ts_dirs.get(&o)) {
-                    Some(dir) => format!("{oid} {}\n", dir.display()),
-                    None => format!("{line}\n"),
-                },
-                None => format!("{line}\n"),
-            })
-            .collect();
+        // Rewritten to the chosen locations, whose names are bytes.
+        let mut map = Vec::new();
+        for line in m.tablespace_map.lines() {
+            let chosen = line
+                .split_once(' ')
+                .and_then(|(oid, _)| Some((oid, ts_dirs.get(&oid.parse::<u32>().ok()?)?)));
+            match chosen {
+                Some((oid, dir)) => {
+                    map.extend_from_slice(oid.as_bytes());
+                    map.push(b' ');
+                    map.extend_from_slice(dir.as_os_str().as_bytes());
+                }
+                None => map.extend_from_slice(line.as_bytes()),
+            }
+            map.push(b'\n');
+        }
         write("tablespace_map", &map)?;
     }
-    write("recovery.signal", "")?;
+    write("recovery.signal", b"")?;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
     let quote = |s: &str| s.replace('\'', "''");
     let mut conf = format!(
