@@ -176,9 +176,13 @@ mod tests {
         }
 
         let walked = walk(root).unwrap();
-        let mut got: Vec<&[u8]> = walked.files.iter().map(|f| f.path.as_bytes()).collect();
+        // Compared as readable text, for the failure message.
+        let mut got: Vec<String> = walked.files.iter().map(|f| f.path.to_string()).collect();
         got.sort();
-        let mut want: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut want: Vec<String> = names
+            .iter()
+            .map(|n| PathBytes::new(n.clone()).to_string())
+            .collect();
         want.sort();
         assert_eq!(got, want, "every file is listed once under its own name");
         for f in &walked.files {
@@ -194,5 +198,6 @@ mod tests {
             .map(|d| d.path.as_bytes())
             .collect();
         assert_eq!(dirs, vec![b"d\xe9p\xf4t".as_slice(), b"pg_log"]);
+        assert_eq!(walked.files.len(), names.len());
     }
 }
