@@ -28,6 +28,8 @@ fn extra_files() -> Vec<Vec<u8>> {
         "notes-été.txt".as_bytes().to_vec(),
         LATIN1.to_vec(),
         b"notes-zz.txt".to_vec(),
+        // Longer than a tar header's 100 bytes, not UTF-8 from its first byte.
+        [b"\xe9".as_slice(), &[b'x'; 120]].concat(),
         b"pg_log/a.log".to_vec(),
         [b"pg_log/".as_slice(), LATIN1].concat(),
         b"pg_log/\xff\xfe.log".to_vec(),
@@ -250,4 +252,58 @@ fn names_that_are_not_utf8_are_carried_pg18() {
 #[test]
 fn names_that_are_not_utf8_are_carried_over_s3_pg15() {
     names_carried("names-15-s3", 15, Backend::S3);
+}
+
+#[test]
+fn a_manifest_naming_a_directory_outside_the_restore_is_refused_before_anything_is_written() {
+    if !wants_major(15) {
+        return;
+    }
+    let scratch = Scratch::new("names-crafted");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init(&scratch, "source", 15);
+    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+    cluster.start();
+    let base = ["--repo", repo.url.as_str(), "--cluster", "main"];
+    let run = |rest: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(rest).copied().collect();
+        pgproof(&args, &repo.pg_env(), None)
+    };
+    let out = run(&["backup-push", cluster.pgdata.to_str().unwrap(), "--fast"]);
+    assert_exit(&out, 0);
+
+    // Rewritten with a valid checksum: as if crafted by someone with write
+    // access to the repository, or written by a faulty tool.
+    let manifest = files_under(repo.dir.as_ref().unwrap())
+        .into_iter()
+        .find(|p| file_name(p) == "manifest.json")
+        .unwrap();
+    let mut doc: serde_json::Value =
+        pgproof::repo::document::decode(&std::fs::read(&manifest).unwrap(), "manifest").unwrap();
+    let escaped: &[u8] = b"../\xe9scaped";
+    let dirs = doc["directories"].as_array_mut().unwrap();
+    dirs.push(serde_json::json!({
+        "path_hex": hex(escaped), "tablespace": null, "mode": 448
+    }));
+    std::fs::write(&manifest, pgproof::repo::document::encode(&doc).unwrap()).unwrap();
+
+    let dest = scratch.path.join("restored");
+    let out = run(&["restore", dest.to_str().unwrap()]);
+    assert_exit(&out, 6);
+    let err = stderr(&out);
+    assert!(
+        err.contains(r"../\xE9scaped") && err.contains("`..`"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "nothing is created");
+    assert!(!scratch.path.join(OsStr::from_bytes(b"\xe9scaped")).exists());
+
+    let out = run(&["verify"]);
+    assert_exit(&out, 6);
+    let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(text.contains(r"../\xE9scaped"), "{text}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
