@@ -102,8 +102,8 @@ impl From<PathBuf> for PathBytes {
     }
 }
 
-/// For people: UTF-8 as it is, any other byte as `\xNN`, so that two
-/// different names never look alike.
+/// For people: UTF-8 as it is, any other byte as `\xNN`, which (unlike
+/// U+FFFD replacement) shows which bytes they were.
 impl fmt::Display for PathBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.utf8_chunks() {

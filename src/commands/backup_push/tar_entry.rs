@@ -6,8 +6,8 @@
 //! long name starting with a Latin-1 byte). So names are written here as
 //! GNU tar writes them: up to 100 bytes in the header, a longer one in a GNU
 //! long-name entry (type `L`) just before the file's header, with the
-//! header keeping the name's first 100 bytes. GNU tar, bsdtar and the tar
-//! crate's reader all read both.
+//! header keeping the name's first 100 bytes. GNU tar and the tar crate's
+//! reader read both (tested below).
 
 use crate::repo::path_bytes::PathBytes;
 use std::io::{Read, Write};
