@@ -169,6 +169,7 @@ async fn read_documents(
                             o.key, m.name, m.binding
                         )));
                     }
+                    m.check_paths()?;
                     manifests.push(m);
                     Ok(())
                 }),

@@ -1,6 +1,7 @@
 //! The manifest of a base backup: everything needed to restore it and to
 //! prove what it is. Written last; a backup without one is incomplete.
 
+use super::path_bytes::{PathBytes, location_field, path_field};
 use crate::codec::Checksum;
 use crate::pg::lsn::Lsn;
 use crate::pg::version::Major;
@@ -54,7 +55,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tablespace {
     pub oid: u32,
-    pub location: String,
+    #[serde(flatten, with = "location_field")]
+    pub location: PathBytes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,14 +74,16 @@ pub struct Part {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Directory {
     /// Relative to the data directory, or to the tablespace for tablespace parts.
-    pub path: String,
+    #[serde(flatten, with = "path_field")]
+    pub path: PathBytes,
     pub tablespace: Option<u32>,
     pub mode: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEntry {
-    pub path: String,
+    #[serde(flatten, with = "path_field")]
+    pub path: PathBytes,
     pub tablespace: Option<u32>,
     pub size: u64,
     pub checksum: Checksum,
@@ -91,11 +95,33 @@ pub struct FileEntry {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BadPage {
-    pub path: String,
+    #[serde(flatten, with = "path_field")]
+    pub path: PathBytes,
     pub block: u64,
 }
 
 impl Manifest {
+    /// Refuses a manifest naming a directory or file that would land
+    /// outside the directory it is restored into (absolute, `..`, empty or
+    /// `.` components): a damaged or crafted manifest must not make restore
+    /// create or write anything elsewhere.
+    pub fn check_paths(&self) -> crate::error::Result<()> {
+        let directories = self.directories.iter().map(|d| ("directory", &d.path));
+        let files = self.files.iter().map(|f| ("file", &f.path));
+        for (what, path) in directories.chain(files) {
+            if let Some(why) = path.unsafe_below_root() {
+                return Err(crate::error::Error::corrupt(format!(
+                    "manifest of backup {} lists the {what} {path:?}, which {why}",
+                    self.name
+                ))
+                .with_hint(
+                    "the manifest was damaged or crafted; nothing was written from it; restore another backup",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The first WAL segment a restore of this backup needs.
     pub fn start_segment(&self) -> crate::error::Result<crate::pg::walname::Segment> {
         crate::pg::walname::WalFileName::parse(&self.start_wal)
@@ -107,5 +133,91 @@ impl Manifest {
                     self.name, self.start_wal
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::document;
+
+    /// A manifest as format 1 wrote it: every path a JSON string.
+    fn format1() -> serde_json::Value {
+        let sum = Checksum::of(b"x").to_hex();
+        serde_json::json!({
+            "format": 1, "name": "20261125T182907Z", "cluster": "main", "binding": "15-1",
+            "system_identifier": "1", "major": 15, "server_version": "PostgreSQL 15",
+            "server_version_num": 150000, "timeline": 1, "start_lsn": "0/1000028",
+            "stop_lsn": "0/1000100", "start_wal": "000000010000000000000001",
+            "stop_wal": "000000010000000000000001", "started_at": "2026-11-25T18:29:07Z",
+            "stopped_at": "2026-11-25T18:29:08Z", "wal_segment_size": 16777216,
+            "block_size": 8192, "data_checksums": true, "compression": "zstd:3",
+            "host": "h", "pgdata": "/d", "reached": "r", "owner_uid": 0, "owner_gid": 0,
+            "backup_label": "", "tablespace_map": "",
+            "tablespaces": [{"oid": 16400, "location": "/srv/ts1"}], "size": 1,
+            "stored_size": 1,
+            "parts": [{"name": "part-00001.tar.zst", "tablespace": null, "size": 1,
+                       "stored_size": 1, "stored_checksum": sum}],
+            "directories": [{"path": "base", "tablespace": null, "mode": 448}],
+            "files": [{"path": "base/5/1259", "tablespace": null, "size": 1,
+                       "checksum": sum, "mode": 384, "mtime": 1795628000, "part": 0}],
+            "bad_pages": [{"path": "base/5/1259", "block": 0}]
+        })
+    }
+
+    #[test]
+    fn a_format_1_manifest_reads_and_writes_back_unchanged() {
+        let m: Manifest = serde_json::from_value(format1()).unwrap();
+        assert_eq!(m.files[0].path.as_bytes(), b"base/5/1259");
+        assert_eq!(m.directories[0].path.as_bytes(), b"base");
+        assert_eq!(m.bad_pages[0].path.as_bytes(), b"base/5/1259");
+        assert_eq!(m.tablespaces[0].location.as_bytes(), b"/srv/ts1");
+        // UTF-8 names are written as format 1 wrote them: its readers agree.
+        assert_eq!(serde_json::to_value(&m).unwrap(), format1());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_survive_a_stored_manifest() {
+        let mut m: Manifest = serde_json::from_value(format1()).unwrap();
+        let name = |b: &[u8]| PathBytes::new(b.to_vec());
+        m.directories.push(Directory {
+            path: name(b"pg_log\xff"),
+            tablespace: None,
+            mode: 0o700,
+        });
+        let mut file = m.files[0].clone();
+        file.path = name(b"pg_log\xff/notes-\xe9t\xe9.txt");
+        m.files.push(file);
+        m.bad_pages[0].path = name(b"base/5/\xe9");
+        m.tablespaces[0].location = name(b"/srv/\xe9t\xe9");
+
+        let stored = document::encode(&m).unwrap();
+        let text = String::from_utf8(stored.clone()).unwrap();
+        assert!(text.contains(&format!("\"path_hex\": \"{}\"", hex::encode(b"pg_log\xff"))));
+        assert!(text.contains("\"location_hex\""));
+        let back: Manifest = document::decode(&stored, "manifest").unwrap();
+        assert_eq!(back.directories, m.directories);
+        assert_eq!(back.files[1].path, m.files[1].path);
+        assert_eq!(back.files[0].path, m.files[0].path);
+        assert_eq!(back.bad_pages, m.bad_pages);
+        assert_eq!(back.tablespaces, m.tablespaces);
+    }
+
+    #[test]
+    fn paths_leaving_the_restored_directory_are_refused() {
+        let good: Manifest = serde_json::from_value(format1()).unwrap();
+        good.check_paths().unwrap();
+        for bad in ["/etc", "../x", "base/../../x", "", "base//5", "./base"] {
+            let mut m = good.clone();
+            m.directories[0].path = PathBytes::from(bad);
+            let err = m.check_paths().unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt);
+            assert!(err.to_string().contains("directory"), "{err}");
+
+            let mut m = good.clone();
+            m.files[0].path = PathBytes::from(bad);
+            let err = m.check_paths().unwrap_err();
+            assert!(err.to_string().contains("file"), "{err}");
+        }
     }
 }

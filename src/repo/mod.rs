@@ -9,6 +9,7 @@ pub mod identity;
 pub mod layout;
 pub mod manifest;
 pub mod part_reader;
+pub mod path_bytes;
 pub mod permanent;
 pub mod proof;
 pub mod wal;

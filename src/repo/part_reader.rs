@@ -4,6 +4,7 @@
 //! the disk; verify hands them to nowhere. Either way every check is made.
 
 use super::manifest::FileEntry;
+use super::path_bytes::PathBytes;
 use super::read_full;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, Result};
@@ -16,13 +17,13 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 /// the decompressed stream to where it will be written from.
 pub trait FileSink {
     /// A file of the part begins; `path` is relative to its root.
-    fn begin(&mut self, path: &str, entry: &FileEntry) -> Result<()>;
+    fn begin(&mut self, path: &PathBytes, entry: &FileEntry) -> Result<()>;
     /// Where the file's next bytes are to be read to: never empty.
     fn buffer(&mut self) -> Result<&mut [u8]>;
     /// The first `n` bytes of the last `buffer()` hold the file's next bytes.
     fn filled(&mut self, n: usize) -> Result<()>;
     /// The file was read whole and its checksum verified.
-    fn end(&mut self, path: &str, entry: &FileEntry) -> Result<()>;
+    fn end(&mut self, path: &PathBytes, entry: &FileEntry) -> Result<()>;
 }
 
 /// Discards the files: for verifying without writing.
@@ -45,7 +46,7 @@ impl Default for Discard {
 }
 
 impl FileSink for Discard {
-    fn begin(&mut self, _: &str, _: &FileEntry) -> Result<()> {
+    fn begin(&mut self, _: &PathBytes, _: &FileEntry) -> Result<()> {
         Ok(())
     }
     fn buffer(&mut self) -> Result<&mut [u8]> {
@@ -54,7 +55,7 @@ impl FileSink for Discard {
     fn filled(&mut self, _: usize) -> Result<()> {
         Ok(())
     }
-    fn end(&mut self, _: &str, _: &FileEntry) -> Result<()> {
+    fn end(&mut self, _: &PathBytes, _: &FileEntry) -> Result<()> {
         Ok(())
     }
 }
@@ -67,7 +68,7 @@ pub struct PartTotals {
 }
 
 /// The manifest's files, by part index and path: what `read_part` expects.
-pub type Expected = HashMap<(usize, String), FileEntry>;
+pub type Expected = HashMap<(usize, PathBytes), FileEntry>;
 
 pub fn expected_files(files: &[FileEntry]) -> Expected {
     files
@@ -229,24 +230,19 @@ fn walk_tar(
     let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
-        let path = entry
-            .path()
-            .map_err(|e| corrupt(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
+        // The name's bytes, from the header or a GNU long name or PAX path
+        // before it; never converted to text.
+        let path = PathBytes::new(entry.path_bytes().into_owned());
+        // Only plain names: an absolute path or `..` would write outside
+        // the directory being restored.
+        if let Some(why) = path.unsafe_below_root() {
+            return Err(corrupt(format!(
+                "it holds a path leaving the data directory: {path:?} {why}"
+            )));
+        }
         let want = expected
             .get(&(part, path.clone()))
             .ok_or_else(|| corrupt(format!("it holds {path}, which its manifest does not list")))?;
-        // Only plain names: an absolute path or `..` would write outside
-        // the directory being restored.
-        if !std::path::Path::new(&path)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(corrupt(format!(
-                "it holds a path leaving the data directory: {path}"
-            )));
-        }
         sink.begin(&path, want)?;
         let mut hasher = Hasher::new();
         let mut size = 0u64;
@@ -304,7 +300,7 @@ mod tests {
                 .append_data(&mut header, path, data.as_slice())
                 .unwrap();
             entries.push(FileEntry {
-                path: path.to_string(),
+                path: PathBytes::from(*path),
                 tablespace: None,
                 size: data.len() as u64,
                 checksum: Checksum::of(data),
@@ -354,7 +350,7 @@ mod tests {
             let tar = builder.into_inner().unwrap();
             let stored = Compression::Zstd { level: 1 }.compress(&tar).unwrap();
             let entries = vec![FileEntry {
-                path: bad.to_string(),
+                path: PathBytes::from(bad),
                 tablespace: None,
                 size: 1,
                 checksum: Checksum::of(&data),

@@ -6,6 +6,7 @@
 //! the WAL from start to stop is in the archive; write the manifest last.
 
 mod parts;
+mod tar_entry;
 mod walk;
 
 use super::cluster::{LocalCluster, announce, bind_or_refuse, open_repository};

@@ -3,23 +3,27 @@
 //! rest is zeros, if it grows the rest is left out: WAL replay from the
 //! backup's start repairs both, as for PostgreSQL's own base backup.
 
+use super::tar_entry;
 use super::walk::SourceFile;
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::datadir;
 use crate::pg::lsn::Lsn;
 use crate::pg::page;
+use crate::repo::path_bytes::PathBytes;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 /// The segment number of a relation data file whose pages carry checksums.
 fn relation_segment(f: &SourceFile) -> Option<u32> {
-    let name = f.path.rsplit('/').next()?;
+    // Relation files have ASCII names.
+    let path = f.path.to_str()?;
+    let name = path.rsplit('/').next()?;
     let relation = datadir::parse_relation_file(name)?;
     let eligible = match f.tablespace {
-        None => datadir::is_checksummed_relation(&f.path),
+        None => datadir::is_checksummed_relation(path),
         // PG_<major>_<catversion>/<database>/<file>
-        Some(_) => f.path.split('/').count() == 3,
+        Some(_) => path.split('/').count() == 3,
     };
     eligible.then_some(relation.segment)
 }
@@ -100,7 +104,7 @@ pub struct BadPage {
 pub struct PartResult {
     pub files: Vec<StoredFile>,
     pub bad_pages: Vec<BadPage>,
-    pub vanished: Vec<String>,
+    pub vanished: Vec<PathBytes>,
     pub size: u64,
     pub stored_size: u64,
     pub stored_checksum: Checksum,
@@ -269,7 +273,7 @@ pub fn write_part<W: Write>(
             hasher: Hasher::new(),
             pages,
         };
-        tar.append_data(&mut header, &f.path, &mut reader)
+        tar_entry::append(&mut tar, &mut header, &f.path, &mut reader)
             .map_err(io(format!("archiving {}", f.full.display())))?;
         if let (Some(pages), Some(v)) = (reader.pages.take(), verification) {
             // A page being written while it was read looks torn: read it again.
@@ -308,7 +312,7 @@ mod tests {
 
     fn source(dir: &std::path::Path, name: &str, size: u64) -> SourceFile {
         SourceFile {
-            path: name.to_string(),
+            path: PathBytes::from(name),
             tablespace: None,
             full: dir.join(name),
             size,
@@ -336,7 +340,7 @@ mod tests {
         let mut out = Vec::new();
         let (result, _) =
             write_part(&files, &plan, Compression::Lz4, None, &mut out, &|_| {}).unwrap();
-        assert_eq!(result.vanished, vec!["gone".to_string()]);
+        assert_eq!(result.vanished, vec![PathBytes::from("gone")]);
         assert_eq!(result.files.len(), 2);
         assert_eq!(result.files[0].checksum, Checksum::of(&[1u8; 10_000]));
 
@@ -380,5 +384,98 @@ mod tests {
         );
         assert_eq!(plans[2].tablespace, Some(16400));
         assert_eq!(plans[2].name, "part-00003-tablespace-16400.tar.zst");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_or_long_come_back_byte_for_byte() {
+        use crate::repo::manifest::FileEntry;
+        use crate::repo::part_reader::{Discard, expected_files, read_part};
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let long_dir = [b"d\xe9".repeat(30), b"/".to_vec()].concat();
+        let names: Vec<Vec<u8>> = vec![
+            b"a".to_vec(),
+            b"notes-\xe9t\xe9.txt".to_vec(),
+            // 99, 100 and 101 bytes: the header's name field holds 100.
+            [b"\xff".as_slice(), &[b'n'; 98]].concat(),
+            [b"\xff".as_slice(), &[b'n'; 99]].concat(),
+            [b"\xff".as_slice(), &[b'n'; 100]].concat(),
+            // Past 100 bytes with the cut falling inside a two-byte sequence,
+            // and past the 255 bytes of a ustar prefix and name.
+            [long_dir.as_slice(), "é".repeat(60).as_bytes(), b"\xe9"].concat(),
+            [long_dir.as_slice(), &b"\xe9x".repeat(120)].concat(),
+            b"z".to_vec(),
+        ];
+        std::fs::create_dir(
+            dir.path()
+                .join(OsStr::from_bytes(&long_dir[..long_dir.len() - 1])),
+        )
+        .unwrap();
+        let mut files = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let full = dir.path().join(OsStr::from_bytes(name));
+            let content = vec![i as u8; 1000 + i];
+            std::fs::write(&full, &content).unwrap();
+            files.push(SourceFile {
+                path: PathBytes::new(name.clone()),
+                tablespace: None,
+                full,
+                size: content.len() as u64,
+                mode: 0o600,
+                mtime: 0,
+            });
+        }
+        let plan = PartPlan {
+            name: "part-00001.tar.zst".into(),
+            tablespace: None,
+            files: (0..files.len()).collect(),
+        };
+        let compression = Compression::Zstd { level: 1 };
+        let mut out = Vec::new();
+        let (result, _) = write_part(&files, &plan, compression, None, &mut out, &|_| {}).unwrap();
+        assert_eq!(result.files.len(), names.len());
+
+        // Any tar reader sees the names' bytes.
+        let mut tar = tar::Archive::new(compression.decoder(&out[..]).unwrap());
+        let stored: Vec<Vec<u8>> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path_bytes().into_owned())
+            .collect();
+        assert_eq!(stored, names);
+
+        // And restore's and verify's reader matches each with its manifest entry.
+        let entries: Vec<FileEntry> = result
+            .files
+            .iter()
+            .map(|f| FileEntry {
+                path: files[f.index].path.clone(),
+                tablespace: None,
+                size: f.size,
+                checksum: f.checksum,
+                mode: 0o600,
+                mtime: 0,
+                part: 0,
+            })
+            .collect();
+        for f in &result.files {
+            assert_eq!(
+                f.checksum,
+                Checksum::of(&vec![f.index as u8; 1000 + f.index])
+            );
+        }
+        let totals = read_part(
+            &out[..],
+            compression,
+            0,
+            &expected_files(&entries),
+            "part-00001.tar.zst",
+            result.stored_checksum,
+            &mut Discard::new(),
+        )
+        .unwrap();
+        assert_eq!(totals.files, names.len());
     }
 }

@@ -5,13 +5,14 @@
 use crate::error::{Error, Result};
 use crate::pg::datadir::{self, Decision};
 use crate::repo::manifest::{Directory, Tablespace};
+use crate::repo::path_bytes::PathBytes;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     /// Relative to the data directory, or to the tablespace's directory.
-    pub path: String,
+    pub path: PathBytes,
     pub tablespace: Option<u32>,
     pub full: PathBuf,
     pub size: u64,
@@ -28,7 +29,7 @@ pub struct Walked {
 
 pub fn walk(pgdata: &Path) -> Result<Walked> {
     let mut walked = Walked::default();
-    walk_dir(pgdata, "", None, &mut walked)?;
+    walk_dir(pgdata, &PathBytes::default(), None, &mut walked)?;
     let tblspc = pgdata.join("pg_tblspc");
     if let Ok(entries) = std::fs::read_dir(&tblspc) {
         let mut links: Vec<_> = entries.flatten().collect();
@@ -40,27 +41,24 @@ pub fn walk(pgdata: &Path) -> Result<Walked> {
             let location = std::fs::read_link(e.path()).unwrap_or_else(|_| e.path());
             walked.tablespaces.push(Tablespace {
                 oid,
-                location: location.display().to_string(),
+                location: PathBytes::from(location.clone()),
             });
-            walk_dir(&location, "", Some(oid), &mut walked)?;
+            walk_dir(&location, &PathBytes::default(), Some(oid), &mut walked)?;
         }
     }
     Ok(walked)
 }
 
-fn join(relative: &str, name: &str) -> String {
-    if relative.is_empty() {
-        name.to_string()
-    } else {
-        format!("{relative}/{name}")
-    }
-}
-
-fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walked) -> Result<()> {
+fn walk_dir(
+    root: &Path,
+    relative: &PathBytes,
+    tablespace: Option<u32>,
+    out: &mut Walked,
+) -> Result<()> {
     let dir = if relative.is_empty() {
         root.to_path_buf()
     } else {
-        root.join(relative)
+        root.join(relative.as_path())
     };
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -69,24 +67,26 @@ fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walk
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("listing", &dir, e)),
     };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    let names: Vec<String> = entries
-        .iter()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
+    let mut entries: Vec<_> = entries.flatten().map(|e| (e.file_name(), e)).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // PostgreSQL's rules name only ASCII files and directories: a name that
+    // is not UTF-8 is never one of them, and is judged by its readable form
+    // (any byte that is not UTF-8 becomes U+FFFD there, which no rule
+    // matches). The name itself is kept as bytes.
+    let relative_text = relative.as_path().to_string_lossy();
     // Unlogged relations are reset from their init fork at startup.
     let in_database_dir =
-        tablespace.is_some() || relative.starts_with("base/") || relative == "global";
+        tablespace.is_some() || relative_text.starts_with("base/") || relative_text == "global";
     let unlogged = if in_database_dir {
-        datadir::unlogged_relations(names.iter().map(String::as_str))
+        datadir::unlogged_relations(entries.iter().filter_map(|(name, _)| name.to_str()))
     } else {
         Default::default()
     };
 
-    for (entry, name) in entries.iter().zip(&names) {
-        let rel = join(relative, name);
-        if tablespace.is_none() && relative.is_empty() && name == "pg_tblspc" {
+    for (name, entry) in &entries {
+        let rel = relative.join(name);
+        let name_text = name.to_string_lossy();
+        if tablespace.is_none() && relative.is_empty() && name_text == "pg_tblspc" {
             record_dir(&entry.path(), &rel, None, out);
             continue;
         }
@@ -96,9 +96,9 @@ fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walk
             Err(e) => return Err(Error::io("reading the metadata of", &entry.path(), e)),
         };
         let decision = if tablespace.is_some() {
-            tablespace_decision(name)
+            tablespace_decision(&name_text)
         } else {
-            datadir::classify(&rel, meta.is_dir())
+            datadir::classify(&rel.as_path().to_string_lossy(), meta.is_dir())
         };
         match decision {
             Decision::Skip => continue,
@@ -108,7 +108,7 @@ fn walk_dir(root: &Path, relative: &str, tablespace: Option<u32>, out: &mut Walk
                 walk_dir(root, &rel, tablespace, out)?;
             }
             Decision::Include => {
-                if datadir::is_unlogged_data(name, &unlogged) || !meta.is_file() {
+                if datadir::is_unlogged_data(&name_text, &unlogged) || !meta.is_file() {
                     continue;
                 }
                 out.files.push(SourceFile {
@@ -134,13 +134,70 @@ fn tablespace_decision(name: &str) -> Decision {
     }
 }
 
-fn record_dir(path: &Path, rel: &str, tablespace: Option<u32>, out: &mut Walked) {
+fn record_dir(path: &Path, rel: &PathBytes, tablespace: Option<u32>, out: &mut Walked) {
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o700);
     out.directories.push(Directory {
-        path: rel.to_string(),
+        path: rel.clone(),
         tablespace,
         mode,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_walked_with_its_own_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let latin1: &[u8] = b"notes-\xe9t\xe9.txt";
+        // Names sorting before, between and after the Latin-1 ones, at the
+        // top and inside a directory that is itself named in Latin-1.
+        let names: Vec<Vec<u8>> = vec![
+            b"PG_VERSION".to_vec(),
+            b"a-first".to_vec(),
+            latin1.to_vec(),
+            b"z-last".to_vec(),
+            b"pg_log/a.log".to_vec(),
+            [b"pg_log/".as_slice(), latin1].concat(),
+            b"pg_log/z.log".to_vec(),
+            b"d\xe9p\xf4t/inside".to_vec(),
+        ];
+        std::fs::create_dir(root.join("pg_log")).unwrap();
+        std::fs::create_dir(root.join(OsStr::from_bytes(b"d\xe9p\xf4t"))).unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let content = format!("content {i} of {}", PathBytes::new(name.clone()));
+            std::fs::write(root.join(OsStr::from_bytes(name)), content).unwrap();
+        }
+
+        let walked = walk(root).unwrap();
+        // Compared as readable text, for the failure message.
+        let mut got: Vec<String> = walked.files.iter().map(|f| f.path.to_string()).collect();
+        got.sort();
+        let mut want: Vec<String> = names
+            .iter()
+            .map(|n| PathBytes::new(n.clone()).to_string())
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "every file is listed once under its own name");
+        for f in &walked.files {
+            let i = names.iter().position(|n| n == f.path.as_bytes()).unwrap();
+            let expected = format!("content {i} of {}", f.path);
+            assert_eq!(f.full, root.join(f.path.as_path()), "{}", f.path);
+            assert_eq!(std::fs::read(&f.full).unwrap(), expected.as_bytes());
+            assert_eq!(f.size, expected.len() as u64, "{}", f.path);
+        }
+        let dirs: Vec<&[u8]> = walked
+            .directories
+            .iter()
+            .map(|d| d.path.as_bytes())
+            .collect();
+        assert_eq!(dirs, vec![b"d\xe9p\xf4t".as_slice(), b"pg_log"]);
+        assert_eq!(walked.files.len(), names.len());
+    }
 }

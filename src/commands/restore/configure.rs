@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::pg::recovery::{self, Recovery};
 use crate::repo::manifest::Manifest;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,24 +58,32 @@ fn warn_of_targets_in_postgresql_conf(dest: &Path) {
     }
 }
 
-fn write_private(dest: &Path, name: &str, content: &str) -> Result<()> {
+fn write_private(dest: &Path, name: &str, content: impl AsRef<[u8]>) -> Result<()> {
     let path = dest.join(name);
     std::fs::write(&path, content).map_err(|e| Error::io("writing", &path, e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("setting the mode of", &path, e))
 }
 
-/// The backup's tablespace_map, rewritten to the chosen locations.
-fn tablespace_map(map: &str, ts_dirs: &HashMap<u32, PathBuf>) -> String {
-    map.lines()
-        .map(|line| match line.split_once(' ') {
-            Some((oid, _)) => match oid.parse::<u32>().ok().and_then(|o| ts_dirs.get(&o)) {
-                Some(dir) => format!("{oid} {}\n", dir.display()),
-                None => format!("{line}\n"),
-            },
-            None => format!("{line}\n"),
-        })
-        .collect()
+/// The backup's tablespace_map, rewritten to the chosen locations, whose
+/// names are bytes (a location need not be UTF-8).
+fn tablespace_map(map: &str, ts_dirs: &HashMap<u32, PathBuf>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(map.len());
+    for line in map.lines() {
+        let chosen = line
+            .split_once(' ')
+            .and_then(|(oid, _)| Some((oid, ts_dirs.get(&oid.parse::<u32>().ok()?)?)));
+        match chosen {
+            Some((oid, dir)) => {
+                out.extend_from_slice(oid.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(dir.as_os_str().as_bytes());
+            }
+            None => out.extend_from_slice(line.as_bytes()),
+        }
+        out.push(b'\n');
+    }
+    out
 }
 
 fn write_auto_conf(dest: &Path, m: &Manifest, recovery: &Recovery) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::manifest::FileEntry;
 use crate::repo::part_reader::FileSink;
+use crate::repo::path_bytes::PathBytes;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -175,8 +176,10 @@ impl Drop for DiskSink {
 }
 
 impl FileSink for DiskSink {
-    fn begin(&mut self, path: &str, entry: &FileEntry) -> Result<()> {
-        let path = self.root.join(super::unfinished::written_as(path));
+    fn begin(&mut self, path: &PathBytes, entry: &FileEntry) -> Result<()> {
+        let path = self
+            .root
+            .join(super::unfinished::written_as(path.as_path()));
         self.send(Op::Open {
             path,
             large: entry.size >= DIRECT_MIN_FILE,
@@ -203,7 +206,7 @@ impl FileSink for DiskSink {
         Ok(())
     }
 
-    fn end(&mut self, _: &str, entry: &FileEntry) -> Result<()> {
+    fn end(&mut self, _: &PathBytes, entry: &FileEntry) -> Result<()> {
         self.send_current()?;
         self.send(Op::Close { mode: entry.mode })
     }
@@ -403,7 +406,7 @@ mod tests {
 
     fn entry(size: u64) -> FileEntry {
         FileEntry {
-            path: "x".into(),
+            path: PathBytes::from("x"),
             tablespace: None,
             size,
             checksum: Checksum::of(b""),
@@ -451,7 +454,7 @@ mod tests {
             let mut written = Vec::new();
             for (i, size) in sizes.iter().enumerate() {
                 let data = content(*size, i as u8);
-                let name = format!("f{i}");
+                let name = PathBytes::from(format!("f{i}").as_str());
                 sink.begin(&name, &entry(*size as u64)).unwrap();
                 // Uneven pieces, as the tar reader hands them over.
                 for piece in data.chunks(333_333 + i * 7919) {
@@ -462,7 +465,7 @@ mod tests {
             }
             sink.finish().unwrap();
             for (name, data) in written {
-                let path = tmp.path().join(&name);
+                let path = tmp.path().join(name.as_path());
                 let back = std::fs::read(&path).unwrap();
                 assert!(
                     back == data,
@@ -483,7 +486,7 @@ mod tests {
         // The directory does not exist: the writer fails to create the
         // file, and the error comes back on a later call or at finish.
         let first = sink
-            .begin("f", &entry(10 << 20))
+            .begin(&PathBytes::from("f"), &entry(10 << 20))
             .and_then(|()| {
                 for _ in 0..5 {
                     let buf = sink.buffer()?;
@@ -493,7 +496,7 @@ mod tests {
                 }
                 Ok(())
             })
-            .and_then(|()| sink.end("f", &entry(10 << 20)));
+            .and_then(|()| sink.end(&PathBytes::from("f"), &entry(10 << 20)));
         let err = match first {
             Err(e) => e,
             Ok(()) => sink.finish().unwrap_err(),

@@ -110,6 +110,7 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
         manifest.stop_lsn,
         opts.dest.display()
     );
+    manifest.check_paths()?;
     let (roots, tablespace_dirs) =
         validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
     let note = format!(
@@ -240,7 +241,7 @@ fn validate_destination(
             .iter()
             .find(|(oid, _)| *oid == ts.oid)
             .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| PathBuf::from(&ts.location));
+            .unwrap_or_else(|| ts.location.as_path().to_path_buf());
         let found = unfinished::inspect(&target, false).map_err(|e| {
             e.with_hint(format!(
                 "tablespace {} was at {}; give it a new empty place with --tablespace {}=DIR",
@@ -271,7 +272,7 @@ fn create_directories(dest: &Path, m: &Manifest, ts_dirs: &HashMap<u32, PathBuf>
             .map_err(|e| Error::io("setting the mode of", root, e))?;
     }
     for d in &m.directories {
-        let path = root_of(dest, d.tablespace, ts_dirs).join(&d.path);
+        let path = root_of(dest, d.tablespace, ts_dirs).join(d.path.as_path());
         std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(d.mode & 0o7777))
             .map_err(|e| Error::io("setting the mode of", &path, e))?;

@@ -37,9 +37,9 @@ const PG_CONTROL_STAGED: &str = "global/pg_control.pgproof-restore";
 
 /// The path a restored file is written to, relative to its root: pg_control
 /// is held back.
-pub fn written_as(relative: &str) -> &str {
-    if relative == PG_CONTROL {
-        PG_CONTROL_STAGED
+pub fn written_as(relative: &Path) -> &Path {
+    if relative == Path::new(PG_CONTROL) {
+        Path::new(PG_CONTROL_STAGED)
     } else {
         relative
     }
@@ -395,8 +395,9 @@ mod tests {
 
     #[test]
     fn only_pg_control_is_held_back() {
-        assert_eq!(written_as("global/pg_control"), PG_CONTROL_STAGED);
-        assert_eq!(written_as("global/1260"), "global/1260");
-        assert_eq!(written_as("base/1/pg_control"), "base/1/pg_control");
+        let written = |p: &str| written_as(Path::new(p)).to_str().unwrap().to_string();
+        assert_eq!(written("global/pg_control"), PG_CONTROL_STAGED);
+        assert_eq!(written("global/1260"), "global/1260");
+        assert_eq!(written("base/1/pg_control"), "base/1/pg_control");
     }
 }
