@@ -266,9 +266,10 @@ async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
         delete_all(repo, w.delete.iter().map(|s| s.key.clone()).collect()).await?;
         tracing::info!("deleted {} WAL files of {}", w.delete.len(), w.binding);
     }
-    // After the objects: a claim outliving its object only refuses other
-    // content under that name; an object without its claim could be
-    // joined by a second content.
+    // After the objects: a claim outliving its object (an interrupted run)
+    // only refuses other content under that name, and the next run removes
+    // it; an object whose claim went first could be joined by other content
+    // from a push racing this delete.
     for w in &plan.wal {
         delete_all(
             repo,
