@@ -515,12 +515,17 @@ fn ready_segments_are_pushed_ahead_and_later_calls_are_cheap() {
         "{}",
         stderr(&out)
     );
-    let stored: Vec<_> = a
+    let (claims, stored): (Vec<_>, Vec<_>) = a
         .stored_objects()
         .into_iter()
         .filter(|p| p.to_str().unwrap().contains("/ahead/wal/"))
-        .collect();
+        .partition(|p| file_name(p).ends_with(".claim"));
     assert_eq!(stored.len(), names.len(), "{stored:?}");
+    assert_eq!(
+        claims.len(),
+        names.len(),
+        "each pushed name is claimed: {claims:?}"
+    );
     for n in &names[1..] {
         let out = push(n);
         assert_exit(&out, 0);

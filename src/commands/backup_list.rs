@@ -1,4 +1,6 @@
-//! `pgproof backup-list [--json]`: the complete backups of a cluster, oldest first.
+//! `pgproof backup-list [--json]`: the complete backups of a cluster, oldest
+//! first, then those whose manifest is damaged (each also a warning): one bad
+//! manifest neither hides the others nor passes for a usable backup.
 
 use super::cluster::open_repository;
 use crate::error::Result;
@@ -28,6 +30,17 @@ struct Row<'a> {
     permanent: bool,
     /// The newest `prove` of the backup, if any.
     proof: Option<ProofRow>,
+    /// Always null here; see `DamagedRow`.
+    damaged: Option<String>,
+}
+
+/// A backup whose manifest cannot be used: only what its key says, and why.
+#[derive(Serialize)]
+struct DamagedRow<'a> {
+    name: &'a str,
+    binding: &'a str,
+    manifest: &'a str,
+    damaged: String,
 }
 
 #[derive(Serialize)]
@@ -40,10 +53,14 @@ struct ProofRow {
 
 pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     let repo = open_repository(settings)?;
-    let backups = repo.backups().await?;
+    let set = repo.backups().await?;
+    for d in &set.damaged {
+        tracing::warn!("{}", d.describe());
+    }
+    let backups = &set.complete;
     let permanent = repo.permanent_backups().await?;
     let mut proofs = Vec::with_capacity(backups.len());
-    for m in &backups {
+    for m in backups {
         proofs.push(repo.newest_proof(&m.binding, &m.name).await?);
     }
     let rows: Vec<Row> = backups
@@ -73,24 +90,42 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
                 duration_secs: p.duration_secs,
                 replayed_to_lsn: p.replayed_to_lsn.map(|l| l.to_string()),
             }),
+            damaged: None,
+        })
+        .collect();
+    let damaged: Vec<DamagedRow> = set
+        .damaged
+        .iter()
+        .map(|d| DamagedRow {
+            name: &d.name,
+            binding: &d.binding,
+            manifest: &d.manifest_key,
+            damaged: d.problem.to_string(),
         })
         .collect();
     if json {
-        return Ok(serde_json::to_string_pretty(&rows).expect("rows serialize") + "\n");
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        for r in &rows {
+            all.push(serde_json::to_value(r).expect("rows serialize"));
+        }
+        for d in &damaged {
+            all.push(serde_json::to_value(d).expect("rows serialize"));
+        }
+        return Ok(serde_json::to_string_pretty(&all).expect("rows serialize") + "\n");
     }
     let mut out = format!(
         "backups of {} ({}):\n",
         settings.cluster.value,
         repo.describe()
     );
-    if rows.is_empty() {
+    if rows.is_empty() && damaged.is_empty() {
         out += "  none\n";
     }
     out += &format!(
         "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
         "name", "started", "stopped", "start LSN", "stop LSN", "size", "stored", "PG", "proof"
     );
-    for ((r, m), proof) in rows.iter().zip(&backups).zip(&proofs) {
+    for ((r, m), proof) in rows.iter().zip(backups).zip(&proofs) {
         out += &format!(
             "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}{}\n",
             r.name,
@@ -107,6 +142,12 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
                 .unwrap_or_else(|| "never proven".into()),
             if r.permanent { "; permanent" } else { "" }
         );
+    }
+    for d in &damaged {
+        out += &format!("  {:<17} DAMAGED: {}\n", d.name, d.damaged);
+    }
+    if !damaged.is_empty() {
+        out += "  (a damaged backup cannot be restored; `pgproof verify` lists what is wrong)\n";
     }
     Ok(out)
 }

@@ -8,7 +8,15 @@ use crate::settings::Settings;
 pub async fn run(settings: &Settings, name: &str, permanent: bool) -> Result<()> {
     let repo = open_repository(settings)?;
     let backups = repo.backups().await?;
-    let Some(backup) = backups.iter().find(|b| b.name == name) else {
+    if let Some(d) = backups.damaged_named(name) {
+        return Err(
+            Error::new(d.problem.kind(), d.describe()).with_hint(format!(
+                "{} must be repaired or removed first; `pgproof verify` lists what is wrong",
+                d.manifest_key
+            )),
+        );
+    }
+    let Some(backup) = backups.complete.iter().find(|b| b.name == name) else {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!("{} has no complete backup named {name}", repo.describe()),

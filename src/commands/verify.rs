@@ -21,6 +21,7 @@ use crate::repo::part_reader::{Discard, PartTotals, expected_files, read_part};
 use crate::repo::permanent::PermanentMark;
 use crate::repo::proof::Proof;
 use crate::repo::wal::StoredWal;
+use crate::repo::wal_claim::ListedClaim;
 use crate::repo::{Repository, document, layout};
 use crate::report;
 use crate::settings::Settings;
@@ -53,9 +54,16 @@ struct Tally {
     bytes: u64,
     wal_files: usize,
     problems: Vec<String>,
+    /// Worth knowing, not wrong.
+    notes: Vec<String>,
 }
 
 impl Tally {
+    fn note(&mut self, text: String) {
+        tracing::warn!("{text}");
+        self.notes.push(text);
+    }
+
     fn problem(&mut self, text: String) {
         tracing::warn!("{text}");
         self.problems.push(text);
@@ -109,6 +117,11 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
     }
 
     let mut text: String = tally.problems.iter().map(|p| format!("{p}\n")).collect();
+    text += &tally
+        .notes
+        .iter()
+        .map(|n| format!("note: {n}\n"))
+        .collect::<String>();
     text += &format!(
         "verified {} backup{} ({} parts, {} files, {}) and {} WAL files of {} in {}: {} problem{}\n",
         tally.backups,
@@ -152,6 +165,18 @@ async fn read_documents(
         if only.is_some_and(|b| b != name) {
             continue;
         }
+        if file == "manifest.json" {
+            // A path leaving its root is damage restore would refuse too.
+            match repo
+                .read_manifest(parts[0], name)
+                .await
+                .and_then(|m| m.check_paths().map(|()| m))
+            {
+                Ok(m) => manifests.push(m),
+                Err(e) => tally.problem(format!("backup {name} is damaged: {e}")),
+            }
+            continue;
+        }
         let bytes = match repo.storage().get(&o.key).await {
             Ok(b) => b,
             Err(e) => {
@@ -160,19 +185,6 @@ async fn read_documents(
             }
         };
         let decoded = match file {
-            "manifest.json" => document::decode::<Manifest>(&bytes, &format!("manifest {}", o.key))
-                .and_then(|m| {
-                    // A manifest copied into another backup's directory would restore the wrong parts.
-                    if m.name != name || m.binding != parts[0] {
-                        return Err(Error::corrupt(format!(
-                            "manifest {} describes backup {} of binding {}, not the backup of its directory",
-                            o.key, m.name, m.binding
-                        )));
-                    }
-                    m.check_paths()?;
-                    manifests.push(m);
-                    Ok(())
-                }),
             "permanent.json" => {
                 document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
                     .map(drop)
@@ -308,15 +320,13 @@ async fn verify_wal(
         .iter()
         .filter_map(|(_, s)| s.map(|s| s.number(segment_size)))
         .min();
-    let stored: Vec<StoredWal> = repo
-        .list_wal(&binding.id)
-        .await?
-        .into_iter()
-        .filter(|s| match (only_needed, s.name.segment(), first_needed) {
-            (true, Some(seg), Some(first)) => seg.number(segment_size) >= first,
-            _ => true,
-        })
-        .collect();
+    let needed = |name: WalFileName| match (only_needed, name.segment(), first_needed) {
+        (true, Some(seg), Some(first)) => seg.number(segment_size) >= first,
+        _ => true,
+    };
+    let (stored, claims) = repo.list_wal_and_claims(&binding.id).await?;
+    let stored: Vec<StoredWal> = stored.into_iter().filter(|s| needed(s.name)).collect();
+    let claims: Vec<ListedClaim> = claims.into_iter().filter(|c| needed(c.name)).collect();
 
     let mut by_name: BTreeMap<WalFileName, BTreeSet<String>> = BTreeMap::new();
     for s in &stored {
@@ -335,10 +345,12 @@ async fn verify_wal(
         }
     }
 
+    check_claims(repo, &claims, &by_name, tally).await;
+
     let total = stored.len();
     let mut histories: BTreeMap<u32, Vec<TimelineSwitch>> = BTreeMap::new();
     let mut results = futures::stream::iter(stored.iter().map(|s| async move {
-        let content = repo.fetch_wal(s).await?;
+        let content = repo.fetch_wal(s, binding.wal_segment_size).await?;
         tokio::task::spawn_blocking({
             let s = s.clone();
             let binding = binding.clone();
@@ -386,6 +398,47 @@ async fn verify_wal(
         ));
     }
     Ok(())
+}
+
+/// Each claim against the objects of its name: a claim without an object is
+/// a push that has not finished (or never will: PostgreSQL retries until it
+/// does), noted; a claim for other content than the object's means the name
+/// was written to outside pgproof's rules, a problem.
+async fn check_claims(
+    repo: &Repository,
+    claims: &[ListedClaim],
+    by_name: &BTreeMap<WalFileName, BTreeSet<String>>,
+    tally: &mut Tally,
+) {
+    let mut to_read = Vec::new();
+    for c in claims {
+        match by_name.get(&c.name) {
+            None => tally.note(format!(
+                "{} is claimed ({}) but not stored: a wal-push of it is running, or was interrupted and PostgreSQL will retry it",
+                c.name, c.key
+            )),
+            Some(sums) => to_read.push((c, sums)),
+        }
+    }
+    let mut results = futures::stream::iter(to_read.into_iter().map(|(c, sums)| async move {
+        let claim = repo.read_wal_claim(&c.key).await?;
+        if sums.contains(&claim.sha256.to_hex()) {
+            return Ok(());
+        }
+        Err(Error::corrupt(format!(
+            "claim {} holds sha256 {}, but the object stored for {} has sha256 {}",
+            c.key,
+            claim.sha256,
+            c.name,
+            sums.iter().cloned().collect::<Vec<_>>().join(", ")
+        )))
+    }))
+    .buffer_unordered(PARALLEL_READS * 2);
+    while let Some(result) = results.next().await {
+        if let Err(e) = result {
+            tally.problem(e.to_string());
+        }
+    }
 }
 
 /// Checks what a WAL file's checksum cannot: that it is what its name says.

@@ -4,24 +4,105 @@
 use super::manifest::Manifest;
 use super::proof::Proof;
 use super::{Repository, document, layout};
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 
+/// The backups of a prefix that have a manifest: those whose manifest reads
+/// back, and those whose manifest does not. One bad manifest must not hide
+/// the others, and must never pass for a backup that is not there.
+#[derive(Debug, Default)]
+pub struct BackupSet {
+    /// Oldest first.
+    pub complete: Vec<Manifest>,
+    /// By name.
+    pub damaged: Vec<DamagedBackup>,
+}
+
+/// A backup directory whose manifest exists but cannot be used: unreadable,
+/// not JSON, failing its checksum, of a newer format, or describing another
+/// backup.
+#[derive(Debug)]
+pub struct DamagedBackup {
+    pub binding: String,
+    pub name: String,
+    pub manifest_key: String,
+    pub problem: Error,
+}
+
+impl DamagedBackup {
+    /// One line for a warning or a report.
+    pub fn describe(&self) -> String {
+        format!(
+            "backup {} (binding {}) is damaged: {}",
+            self.name, self.binding, self.problem
+        )
+    }
+}
+
+impl BackupSet {
+    pub fn damaged_named(&self, name: &str) -> Option<&DamagedBackup> {
+        self.damaged.iter().find(|d| d.name == name)
+    }
+}
+
 impl Repository {
-    /// Every complete backup (with a manifest) of every binding, oldest first.
-    pub async fn backups(&self) -> Result<Vec<Manifest>> {
+    /// Every backup with a manifest, of every binding. Only listing the
+    /// backups fails the call; a manifest that cannot be used is returned
+    /// among `damaged`.
+    pub async fn backups(&self) -> Result<BackupSet> {
         let root = format!("{}/backups", self.cluster);
         let objects = self.storage.list_all(&root).await?;
-        let mut manifests = Vec::new();
-        for o in objects.iter().filter(|o| o.key.ends_with("/manifest.json")) {
-            let bytes = self.storage.get(&o.key).await?;
-            manifests.push(document::decode::<Manifest>(
-                &bytes,
-                &format!("manifest {}", o.key),
-            )?);
+        let mut set = BackupSet::default();
+        for o in &objects {
+            let Some(rest) = o.key.strip_prefix(&format!("{root}/")) else {
+                continue;
+            };
+            let [binding, name, "manifest.json"] = rest.split('/').collect::<Vec<_>>()[..] else {
+                continue;
+            };
+            match self.read_manifest(binding, name).await {
+                Ok(m) => set.complete.push(m),
+                // Deleted since the listing: gone, not damaged.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(problem) => set.damaged.push(DamagedBackup {
+                    binding: binding.to_string(),
+                    name: name.to_string(),
+                    manifest_key: o.key.clone(),
+                    problem,
+                }),
+            }
         }
-        manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.name.cmp(&b.name)));
-        Ok(manifests)
+        set.complete
+            .sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.name.cmp(&b.name)));
+        set.damaged.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(set)
+    }
+
+    /// Reads one backup's manifest and checks it: its own checksum, a format
+    /// this build understands, and that it describes the backup of its
+    /// directory (a manifest copied elsewhere would restore the wrong parts).
+    pub async fn read_manifest(&self, binding: &str, name: &str) -> Result<Manifest> {
+        let key = layout::backup_manifest(&self.cluster, binding, name);
+        let bytes = self.storage.get(&key).await?;
+        let what = format!("manifest {key}");
+        // The format is read before the whole document: a newer manifest
+        // may not decode as this build's `Manifest` at all.
+        let format = serde_json::from_slice::<Versioned>(&bytes).map(|v| v.format);
+        if let Ok(Some(format)) = format {
+            super::readable_format(format, &what)?;
+        }
+        let m: Manifest = document::decode(&bytes, &what)?;
+        super::readable_format(m.format, &what)?;
+        if m.name != name || m.binding != binding {
+            return Err(Error::corrupt(format!(
+                "{what} describes backup {} of binding {}, not the backup of its directory",
+                m.name, m.binding
+            ))
+            .with_hint(
+                "a manifest was copied or moved by hand; restore the original from a copy",
+            ));
+        }
+        Ok(m)
     }
 
     /// The proofs recorded for one backup, oldest first.
@@ -63,4 +144,10 @@ impl Repository {
             .await?;
         Ok(key)
     }
+}
+
+/// Just the `format` member of a document.
+#[derive(serde::Deserialize)]
+struct Versioned {
+    format: Option<u32>,
 }

@@ -76,6 +76,22 @@ pub fn wal_object(
     )
 }
 
+/// `<dir>/<wal name>.claim`: created (if absent) before the WAL object, it
+/// holds the checksum of the one content that may ever be stored under the
+/// name. Keyed without the checksum so that two pushes of different content
+/// compete for the same key and a conditional create picks one.
+pub fn wal_claim(cluster: &ClusterName, binding: &str, name: WalFileName) -> String {
+    format!("{}/{name}{CLAIM_SUFFIX}", wal_dir(cluster, binding, name))
+}
+
+const CLAIM_SUFFIX: &str = ".claim";
+
+/// The WAL name a claim key is for; `None` for anything else.
+pub fn parse_wal_claim(key: &str) -> Option<WalFileName> {
+    let file = key.rsplit('/').next()?;
+    WalFileName::parse(file.strip_suffix(CLAIM_SUFFIX)?).ok()
+}
+
 /// The directory holding one binding's backups, one subdirectory each.
 pub fn backups_root(cluster: &ClusterName, binding: &str) -> String {
     format!("{cluster}/backups/{binding}")
@@ -172,5 +188,31 @@ mod tests {
             format!("main/wal/15-42/000000010000000A/000000010000000A000000FF-{sum}.raw")
         );
         assert!(parse_wal_object("main/wal/15-42/0000000100000000/junk.txt").is_none());
+    }
+
+    #[test]
+    fn claim_keys_round_trip_and_are_never_wal_objects() {
+        let c = ClusterName::new("main").unwrap();
+        for n in [
+            "000000010000000A000000FF",
+            "00000002.history",
+            "000000010000000000000003.partial",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            let name = WalFileName::parse(n).unwrap();
+            let key = wal_claim(&c, "15-42", name);
+            assert_eq!(parse_wal_claim(&key), Some(name));
+            assert!(parse_wal_object(&key).is_none(), "{key}");
+            let object = wal_object(&c, "15-42", name, Checksum::of(b"x"), Compression::Lz4);
+            assert_eq!(parse_wal_claim(&object), None);
+        }
+        assert_eq!(
+            wal_claim(
+                &c,
+                "15-42",
+                WalFileName::parse("000000010000000A000000FF").unwrap()
+            ),
+            "main/wal/15-42/000000010000000A/000000010000000A000000FF.claim"
+        );
     }
 }

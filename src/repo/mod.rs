@@ -13,6 +13,7 @@ pub mod path_bytes;
 pub mod permanent;
 pub mod proof;
 pub mod wal;
+pub mod wal_claim;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::Storage;
@@ -34,6 +35,18 @@ pub(crate) fn read_full(reader: &mut dyn std::io::Read, buf: &mut [u8]) -> std::
     Ok(filled)
 }
 pub use layout::ClusterName;
+
+/// Refuses a document written by a newer pgproof: it may mean something
+/// this build would misread. `what` names the document (or the prefix).
+pub(crate) fn readable_format(format: u32, what: &str) -> Result<()> {
+    if format > FORMAT_VERSION {
+        return Err(Error::config(format!(
+            "{what} uses repository format {format}, newer than this pgproof understands ({FORMAT_VERSION})"
+        ))
+        .with_hint("upgrade pgproof on this host"));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -82,14 +95,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let record: ClusterRecord = document::decode(&bytes, &format!("identity record {key}"))?;
-        if record.format > FORMAT_VERSION {
-            return Err(Error::config(format!(
-                "{} uses repository format {}, newer than this pgproof understands ({FORMAT_VERSION})",
-                self.describe(),
-                record.format
-            ))
-            .with_hint("upgrade pgproof on this host"));
-        }
+        readable_format(record.format, &self.describe())?;
         if record.bindings.is_empty() {
             return Err(Error::corrupt(format!(
                 "identity record {key} lists no system"

@@ -3,6 +3,7 @@
 //! content whose checksum verifies.
 
 use super::layout::{self, WalObjectName};
+use super::wal_claim::{Claimed, ListedClaim, listed_claim};
 use super::{Repository, read_full};
 use crate::codec::compression::FrameCompressor;
 use crate::codec::{Checksum, Compression, Hasher};
@@ -77,15 +78,26 @@ impl Repository {
     /// Every stored WAL object of a binding (all timelines, history files
     /// included), in name order.
     pub async fn list_wal(&self, binding: &str) -> Result<Vec<StoredWal>> {
+        Ok(self.list_wal_and_claims(binding).await?.0)
+    }
+
+    /// Every stored WAL object and every claim of a binding, in name order,
+    /// from one listing.
+    pub async fn list_wal_and_claims(
+        &self,
+        binding: &str,
+    ) -> Result<(Vec<StoredWal>, Vec<ListedClaim>)> {
         let root = layout::wal_root(&self.cluster, binding);
         let objects = match self.storage.list_all(&root).await {
             Ok(o) => o,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Default::default()),
             Err(e) => return Err(e),
         };
+        let mut claims: Vec<ListedClaim> = objects.iter().filter_map(listed_claim).collect();
+        claims.sort_by_key(|c| c.name);
         let mut stored: Vec<StoredWal> = objects.into_iter().filter_map(stored_wal).collect();
         stored.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
-        Ok(stored)
+        Ok((stored, claims))
     }
 
     /// The parsed timeline history files among `stored` (as `list_wal` gives),
@@ -98,7 +110,8 @@ impl Repository {
         let mut histories = std::collections::BTreeMap::new();
         for s in stored {
             if let WalFileName::History(tli) = s.name {
-                let text = self.fetch_wal(s).await?;
+                // The segment size bounds segments only; history files have their own bound.
+                let text = self.fetch_wal(s, 0).await?;
                 let parsed =
                     crate::pg::history::parse_timeline_history(&String::from_utf8_lossy(&text))
                         .map_err(|e| e.context(format!("timeline history {}", s.key)))?;
@@ -130,6 +143,13 @@ impl Repository {
     /// different copy under the same name is a `Conflict` and leaves the
     /// stored one untouched. Returns only after the object is stored and its
     /// size read back.
+    ///
+    /// The listing (`existing`) decides first, so archives written before
+    /// claims existed keep working. Otherwise the name is claimed for this
+    /// content (`claim_wal`) before the object is stored: of two different
+    /// contents pushed at once, only the first to claim is ever stored. A
+    /// claim for this same content with no object (a push interrupted
+    /// between the two) is completed.
     pub async fn archive_wal(
         &self,
         binding: &str,
@@ -167,6 +187,9 @@ impl Repository {
             )
             .with_hint("something else is deleting from the archive; PostgreSQL will retry"));
         };
+        if self.claim_wal(binding, name, checksum).await? == Claimed::Existing {
+            tracing::debug!("{name} was already claimed for this content; storing it");
+        }
         let key = layout::wal_object(&self.cluster, binding, name, checksum, compression);
         let packed_len = bytes.len() as u64;
         match self.storage.put_new(&key, Bytes::from(bytes)).await {
@@ -197,11 +220,26 @@ impl Repository {
     }
 
     /// Downloads, decompresses and verifies a stored WAL file. Only content
-    /// whose SHA-256 matches the key is returned.
-    pub async fn fetch_wal(&self, stored: &StoredWal) -> Result<Vec<u8>> {
+    /// whose SHA-256 matches the key is returned. `segment_size` (the
+    /// binding's) bounds what a segment may decompress to, so that a
+    /// damaged or hostile object cannot exhaust memory.
+    pub async fn fetch_wal(&self, stored: &StoredWal, segment_size: u32) -> Result<Vec<u8>> {
+        let limit = content_limit(stored.name, segment_size);
+        // Compressed output is never much larger than its input: a bigger
+        // object cannot hold a valid file and is not downloaded.
+        let stored_limit = limit + limit / 16 + (64 << 10);
+        if stored.stored_size > stored_limit {
+            return Err(Error::corrupt(format!(
+                "stored object {} is corrupt: it is {} bytes, more than a {} of at most {limit} bytes can take",
+                stored.key,
+                stored.stored_size,
+                kind_of(stored.name),
+            ))
+            .with_hint("the copy in the repository is damaged; it was not used"));
+        }
         let packed = self.storage.get(&stored.key).await?;
         let stored = stored.clone();
-        tokio::task::spawn_blocking(move || decode_verified(&stored, &packed))
+        tokio::task::spawn_blocking(move || decode_verified(&stored, &packed, limit))
             .await
             .map_err(|e| {
                 Error::new(ErrorKind::LocalIo, "decompression task failed").with_source(e)
@@ -225,19 +263,48 @@ fn stored_wal(o: crate::storage::ObjectInfo) -> Option<StoredWal> {
     })
 }
 
-fn decode_verified(stored: &StoredWal, packed: &[u8]) -> Result<Vec<u8>> {
+/// History and backup history files are a few lines of text; a timeline
+/// history grows by one line per timeline switch.
+const TEXT_FILE_LIMIT: u64 = 8 << 20;
+
+/// The most a stored file of this name may decompress to.
+fn content_limit(name: WalFileName, segment_size: u32) -> u64 {
+    if name.has_page_headers() {
+        u64::from(segment_size)
+    } else {
+        TEXT_FILE_LIMIT
+    }
+}
+
+fn kind_of(name: WalFileName) -> &'static str {
+    if name.has_page_headers() {
+        "WAL segment"
+    } else {
+        "history file"
+    }
+}
+
+fn decode_verified(stored: &StoredWal, packed: &[u8], limit: u64) -> Result<Vec<u8>> {
     let corrupt = |why: String| {
         Error::corrupt(format!("stored object {} is corrupt: {why}", stored.key))
             .with_hint("the copy in the repository is damaged; it was not used")
     };
-    let mut decoder = stored
+    let decoder = stored
         .compression
         .decoder(packed)
         .map_err(|e| corrupt(e.to_string()))?;
-    let mut out = Vec::with_capacity(16 << 20);
+    let mut out = Vec::with_capacity(limit.min(16 << 20) as usize);
+    // One byte past the limit tells "exactly at the limit" from "beyond it".
     decoder
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| corrupt(format!("it does not decompress ({e})")))?;
+    if out.len() as u64 > limit {
+        return Err(corrupt(format!(
+            "it decompresses to more than {limit} bytes, more than a {} can hold",
+            kind_of(stored.name)
+        )));
+    }
     let mut hasher = Hasher::new();
     hasher.update(&out);
     let actual = hasher.finish();
@@ -453,6 +520,37 @@ mod tests {
         let unpacked = pack(&mut &data[..], None, &mut |_, _| Ok(())).unwrap();
         assert_eq!(unpacked.checksum, packed.checksum);
         assert!(unpacked.compressed.is_none());
+    }
+
+    #[test]
+    fn decompression_stops_at_the_bound() {
+        let name = WalFileName::parse("000000010000000000000003").unwrap();
+        let stored = |content: &[u8], compression| StoredWal {
+            key: "k".into(),
+            name,
+            checksum: Checksum::of(content),
+            compression,
+            stored_size: 0,
+            stored_at: chrono::Utc::now(),
+        };
+        let segment = vec![0u8; 1 << 20];
+        let bomb = vec![0u8; 64 << 20];
+        for c in [Compression::Zstd { level: 1 }, Compression::Lz4] {
+            let packed = c.compress(&segment).unwrap();
+            let out = decode_verified(&stored(&segment, c), &packed, 1 << 20).unwrap();
+            assert_eq!(out.len(), 1 << 20, "{c}: exactly the bound is allowed");
+            let packed = c.compress(&bomb).unwrap();
+            let err = decode_verified(&stored(&bomb, c), &packed, 1 << 20).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+            assert!(
+                err.to_string()
+                    .contains("decompresses to more than 1048576 bytes"),
+                "{err}"
+            );
+        }
+        let history = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(content_limit(history, 1 << 30), TEXT_FILE_LIMIT);
+        assert_eq!(content_limit(name, 1 << 24), 1 << 24);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::repo::{Repository, layout};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
-use plan::{Inventory, Plan, Rule};
+use plan::{Damaged, Inventory, Plan, Rule};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -98,22 +98,41 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
 }
 
 async fn inventory(repo: &Repository) -> Result<Inventory> {
-    let backups = repo.backups().await?;
+    let set = repo.backups().await?;
+    for d in &set.damaged {
+        tracing::warn!(
+            "{}; it is kept, and counts for nothing in the rules",
+            d.describe()
+        );
+    }
     let permanent = repo.permanent_backups().await?;
     let backups_root = format!("{}/backups", repo.cluster());
     let backup_objects = repo.storage().list_all(&backups_root).await?;
     let mut wal = BTreeMap::new();
+    let mut wal_claims = BTreeMap::new();
     if let Some(record) = repo.load_record().await? {
         for b in record.distinct_bindings() {
-            wal.insert(b.id.clone(), repo.list_wal(&b.id).await?);
+            let (stored, claims) = repo.list_wal_and_claims(&b.id).await?;
+            wal.insert(b.id.clone(), stored);
+            wal_claims.insert(b.id.clone(), claims);
         }
     }
     Ok(Inventory {
-        backups,
+        backups: set.complete,
         permanent,
         backup_objects,
         wal,
         backups_root,
+        damaged: set
+            .damaged
+            .into_iter()
+            .map(|d| Damaged {
+                binding: d.binding,
+                name: d.name,
+                problem: d.problem.to_string(),
+            })
+            .collect(),
+        wal_claims,
     })
 }
 
@@ -136,6 +155,12 @@ fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
             }
         );
     }
+    for d in &plan.damaged {
+        out += &format!(
+            "  keep   backup {}  DAMAGED, never deleted by rule: {} (repair it from a copy, or remove its directory by hand)\n",
+            d.name, d.problem
+        );
+    }
     for d in &plan.debris {
         let size: u64 = d.objects.iter().map(|o| o.size).sum();
         out += &format!(
@@ -146,6 +171,15 @@ fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
         );
     }
     for w in &plan.wal {
+        if let Some(name) = &w.held_by_damaged {
+            out += &format!(
+                "  keep   WAL of {}: all of it, because damaged backup {name} is older than the oldest kept backup and where its WAL starts is unknown ({}, {})\n",
+                w.binding,
+                files(w.kept_files),
+                report::bytes(w.kept_bytes)
+            );
+            continue;
+        }
         match (&w.keep_from, w.delete.first(), w.delete.last()) {
             (Some(from), Some(first), Some(last)) => {
                 let bytes: u64 = w.delete.iter().map(|s| s.stored_size).sum();
@@ -232,6 +266,17 @@ async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
         delete_all(repo, w.delete.iter().map(|s| s.key.clone()).collect()).await?;
         tracing::info!("deleted {} WAL files of {}", w.delete.len(), w.binding);
     }
+    // After the objects: a claim outliving its object (an interrupted run)
+    // only refuses other content under that name, and the next run removes
+    // it; an object whose claim went first could be joined by other content
+    // from a push racing this delete.
+    for w in &plan.wal {
+        delete_all(
+            repo,
+            w.delete_claims.iter().map(|c| c.key.clone()).collect(),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -242,6 +287,8 @@ struct JsonPlan {
     backups: Vec<JsonBackup>,
     debris: Vec<JsonDebris>,
     wal: Vec<JsonWal>,
+    /// Kept whatever the rule: their manifests cannot be used.
+    damaged: Vec<JsonDamaged>,
     objects_deleted: usize,
     bytes_deleted: u64,
 }
@@ -255,6 +302,13 @@ struct JsonBackup {
     why: String,
     objects: usize,
     bytes: u64,
+}
+
+#[derive(Serialize)]
+struct JsonDamaged {
+    name: String,
+    binding: String,
+    problem: String,
 }
 
 #[derive(Serialize)]
@@ -275,6 +329,9 @@ struct JsonWal {
     bytes_deleted: u64,
     files_kept: usize,
     bytes_kept: u64,
+    claims_deleted: usize,
+    /// A damaged backup that keeps all of this binding's WAL.
+    held_by_damaged: Option<String>,
 }
 
 fn json(plan: &Plan, opts: &DeleteOptions) -> JsonPlan {
@@ -305,6 +362,15 @@ fn json(plan: &Plan, opts: &DeleteOptions) -> JsonPlan {
                 bytes: d.objects.iter().map(|o| o.size).sum(),
             })
             .collect(),
+        damaged: plan
+            .damaged
+            .iter()
+            .map(|d| JsonDamaged {
+                name: d.name.clone(),
+                binding: d.binding.clone(),
+                problem: d.problem.clone(),
+            })
+            .collect(),
         wal: plan
             .wal
             .iter()
@@ -317,6 +383,8 @@ fn json(plan: &Plan, opts: &DeleteOptions) -> JsonPlan {
                 bytes_deleted: w.delete.iter().map(|s| s.stored_size).sum(),
                 files_kept: w.kept_files,
                 bytes_kept: w.kept_bytes,
+                claims_deleted: w.delete_claims.len(),
+                held_by_damaged: w.held_by_damaged.clone(),
             })
             .collect(),
         objects_deleted: if opts.confirm { count } else { 0 },

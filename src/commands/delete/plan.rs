@@ -12,11 +12,19 @@
 //! - A backup directory without a manifest whose name (its start time) is
 //!   older than the newest complete backup is debris of a backup that never
 //!   completed; a newer one may be a backup running now and is left alone.
+//! - A backup whose manifest cannot be used is kept, reported, and counts
+//!   for nothing: not toward `retain N`, not as the newest. Its WAL start is
+//!   unknown, so if it is older than the oldest kept backup its binding's WAL
+//!   all stays (it might be repaired from a copy); a newer one needs only WAL
+//!   the kept backups already keep.
+//! - A WAL name's claim goes with the WAL objects of that name (and an
+//!   orphan claim below the kept range goes too, so a rerun finishes).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::Segment;
 use crate::repo::manifest::Manifest;
 use crate::repo::wal::StoredWal;
+use crate::repo::wal_claim::ListedClaim;
 use crate::storage::ObjectInfo;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +97,18 @@ pub struct Inventory {
     pub wal: BTreeMap<String, Vec<StoredWal>>,
     /// `<cluster>/backups`, the root the backup objects' keys start with.
     pub backups_root: String,
+    /// Backups whose manifest cannot be used, by name.
+    pub damaged: Vec<Damaged>,
+    /// Every WAL claim, by binding.
+    pub wal_claims: BTreeMap<String, Vec<ListedClaim>>,
+}
+
+/// A backup directory whose manifest exists but cannot be used.
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    pub binding: String,
+    pub name: String,
+    pub problem: String,
 }
 
 pub struct BackupDecision {
@@ -114,14 +134,22 @@ pub struct WalPlan {
     pub keep_from: Option<Segment>,
     /// Oldest first.
     pub delete: Vec<StoredWal>,
+    /// Claims of the names deleted (and orphan claims in the same range),
+    /// deleted after the objects.
+    pub delete_claims: Vec<ListedClaim>,
     pub kept_files: usize,
     pub kept_bytes: u64,
+    /// A damaged backup older than the oldest kept one: its WAL start is
+    /// unknown, so all of the binding's WAL stays.
+    pub held_by_damaged: Option<String>,
 }
 
 pub struct Plan {
     pub backups: Vec<BackupDecision>,
     pub debris: Vec<Debris>,
     pub wal: Vec<WalPlan>,
+    /// Kept, never deleted: the operator decides.
+    pub damaged: Vec<Damaged>,
 }
 
 impl Plan {
@@ -138,6 +166,12 @@ impl Plan {
             .iter()
             .flat_map(|w| &w.delete)
             .map(|s| s.stored_size);
+        let claims = self
+            .wal
+            .iter()
+            .flat_map(|w| &w.delete_claims)
+            .map(|c| c.size);
+        let wal = wal.chain(claims);
         let all: Vec<u64> = backups.chain(wal).collect();
         (all.len(), all.iter().sum())
     }
@@ -177,17 +211,28 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
 
     let mut wal = Vec::new();
     for (binding, stored) in &inv.wal {
-        let mut oldest: Option<(u64, Segment)> = None;
+        let mut oldest: Option<(u64, Segment, &str)> = None;
         for (m, d) in inv.backups.iter().zip(&backups) {
             if !d.keep || &m.binding != binding {
                 continue;
             }
             let seg = m.start_segment()?;
             let number = seg.number(u64::from(m.wal_segment_size));
-            if oldest.is_none_or(|(n, _)| number < n) {
-                oldest = Some((number, seg));
+            if oldest.is_none_or(|(n, _, _)| number < n) {
+                oldest = Some((number, seg, m.name.as_str()));
             }
         }
+        // Names are start times: an older damaged backup may need WAL below the kept range.
+        let held_by_damaged = oldest.and_then(|(_, _, kept)| {
+            inv.damaged
+                .iter()
+                .find(|d| &d.binding == binding && d.name.as_str() < kept)
+                .map(|d| d.name.clone())
+        });
+        let keep_from = match held_by_damaged {
+            Some(_) => None,
+            None => oldest.map(|(n, _, _)| n),
+        };
         let segment_size = inv
             .backups
             .iter()
@@ -196,8 +241,8 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
         let mut delete = Vec::new();
         let (mut kept_files, mut kept_bytes) = (0, 0);
         for s in stored {
-            let goes = match (oldest, segment_size, s.name.segment()) {
-                (Some((keep_from, _)), Some(size), Some(seg)) => seg.number(size) < keep_from,
+            let goes = match (keep_from, segment_size, s.name.segment()) {
+                (Some(keep_from), Some(size), Some(seg)) => seg.number(size) < keep_from,
                 _ => false,
             };
             if goes {
@@ -215,18 +260,32 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
                 s.name,
             )
         });
+        let delete_claims = inv
+            .wal_claims
+            .get(binding)
+            .into_iter()
+            .flatten()
+            .filter(|c| match (keep_from, segment_size, c.name.segment()) {
+                (Some(keep_from), Some(size), Some(seg)) => seg.number(size) < keep_from,
+                _ => false,
+            })
+            .cloned()
+            .collect();
         wal.push(WalPlan {
             binding: binding.clone(),
-            keep_from: oldest.map(|(_, s)| s),
+            keep_from: oldest.map(|(_, s, _)| s),
             delete,
+            delete_claims,
             kept_files,
             kept_bytes,
+            held_by_damaged,
         });
     }
     Ok(Plan {
         backups,
         debris,
         wal,
+        damaged: inv.damaged.clone(),
     })
 }
 
@@ -387,6 +446,22 @@ mod tests {
                 wal_names.iter().map(|n| wal(n)).collect(),
             )]),
             backups_root: "main/backups".into(),
+            damaged: Vec::new(),
+            wal_claims: BTreeMap::from([(
+                "15-1".to_string(),
+                [
+                    "000000010000000000000001",
+                    "000000010000000000000006",
+                    "00000002.history",
+                ]
+                .iter()
+                .map(|n| ListedClaim {
+                    key: format!("main/wal/15-1/x/{n}.claim"),
+                    name: WalFileName::parse(n).unwrap(),
+                    size: 1,
+                })
+                .collect(),
+            )]),
         }
     }
 
@@ -423,6 +498,9 @@ mod tests {
         );
         // The history file, the .partial and both timelines' later WAL stay.
         assert_eq!(w.kept_files, 5);
+        // Claims go with the WAL below the kept range; the others stay.
+        let claims: Vec<String> = w.delete_claims.iter().map(|c| c.name.to_string()).collect();
+        assert_eq!(claims, ["000000010000000000000001"]);
         // Debris: the incomplete directory older than the newest complete backup only.
         assert_eq!(p.debris.len(), 1);
         assert_eq!(p.debris[0].name, "20261125T103000Z");
@@ -458,6 +536,39 @@ mod tests {
             .unwrap();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(plan(&inv, &Rule::Retain(0)).is_err());
+    }
+
+    #[test]
+    fn a_damaged_backup_is_kept_counts_for_nothing_and_guards_its_wal() {
+        let damaged = |name: &str| Damaged {
+            binding: "15-1".into(),
+            name: name.into(),
+            problem: "manifest fails its checksum".into(),
+        };
+        // Newer than the oldest kept backup: it needs no WAL the kept ones do not keep.
+        let mut inv = inventory();
+        inv.damaged.push(damaged("20261125T140000Z"));
+        let p = plan(&inv, &Rule::Retain(2)).unwrap();
+        assert_eq!(kept(&p), ["20261125T120000Z", "20261125T130000Z"]);
+        assert_eq!(p.damaged.len(), 1);
+        assert_eq!(p.wal[0].delete.len(), 6);
+        assert!(p.wal[0].held_by_damaged.is_none());
+        assert!(
+            p.debris.iter().all(|d| d.name != "20261125T140000Z"),
+            "a damaged backup is not debris"
+        );
+
+        // Older than the oldest kept backup: its WAL start is unknown, so all WAL stays.
+        let mut inv = inventory();
+        inv.damaged.push(damaged("20261125T090000Z"));
+        let p = plan(&inv, &Rule::Retain(2)).unwrap();
+        assert_eq!(kept(&p), ["20261125T120000Z", "20261125T130000Z"]);
+        assert!(p.wal[0].delete.is_empty());
+        assert!(p.wal[0].delete_claims.is_empty());
+        assert_eq!(
+            p.wal[0].held_by_damaged.as_deref(),
+            Some("20261125T090000Z")
+        );
     }
 
     #[test]

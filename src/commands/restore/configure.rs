@@ -23,7 +23,7 @@ pub fn write(
         write_private(
             dest,
             "tablespace_map",
-            &tablespace_map(&m.tablespace_map, ts_dirs),
+            tablespace_map(&m.tablespace_map, ts_dirs),
         )?;
     }
     // Backups leave it out; one made otherwise, or copied in, would turn

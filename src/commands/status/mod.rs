@@ -50,6 +50,8 @@ pub struct ClusterStatus {
     pub oldest_backup: Option<String>,
     pub newest_backup: Option<BackupStatus>,
     pub newest_proof: Option<ProofStatus>,
+    /// Backups whose manifest cannot be used, each described.
+    pub damaged_backups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,6 +235,7 @@ fn unknown(repo: &Repository, e: &Error) -> ClusterStatus {
         oldest_backup: None,
         newest_backup: None,
         newest_proof: None,
+        damaged_backups: Vec::new(),
     }
 }
 
@@ -266,9 +269,10 @@ async fn cluster_status(
         stored_bytes: stored.iter().map(|s| s.stored_size).sum(),
     });
 
-    let backups: Vec<_> = repo
-        .backups()
-        .await?
+    let set = repo.backups().await?;
+    let damaged_backups: Vec<String> = set.damaged.iter().map(|d| d.describe()).collect();
+    let backups: Vec<_> = set
+        .complete
         .into_iter()
         .filter(|m| m.binding == binding.id)
         .collect();
@@ -316,6 +320,7 @@ async fn cluster_status(
             .as_ref()
             .map(|p| (Duration::from_secs(p.age_seconds), p.succeeded)),
         gaps: gaps.clone(),
+        damaged_backups: damaged_backups.clone(),
     };
     let (verdict, reasons) = verdict::judge(&facts, thresholds);
     Ok(ClusterStatus {
@@ -332,6 +337,7 @@ async fn cluster_status(
         oldest_backup: backups.first().map(|m| m.name.clone()),
         newest_backup,
         newest_proof,
+        damaged_backups,
     })
 }
 

@@ -134,6 +134,8 @@ pub struct Facts {
     /// Age of the newest proof, and whether it succeeded.
     pub newest_proof: Option<(Duration, bool)>,
     pub gaps: Vec<String>,
+    /// Backups whose manifest cannot be used, each described.
+    pub damaged_backups: Vec<String>,
 }
 
 pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
@@ -187,6 +189,10 @@ pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
                 facts.gaps.join(", ")
             ),
         );
+    }
+    // Not critical by itself: the newest usable backup is judged above.
+    for d in &facts.damaged_backups {
+        raise(Verdict::Warning, format!("{d}; run `pgproof verify`"));
     }
     match facts.newest_proof {
         Some((_, false)) => raise(
@@ -246,7 +252,17 @@ mod tests {
             newest_backup_age: Some(Duration::from_secs(2 * H)),
             newest_proof: Some((Duration::from_secs(3 * H), true)),
             gaps: vec![],
+            damaged_backups: vec![],
         }
+    }
+
+    #[test]
+    fn a_damaged_backup_is_a_warning() {
+        let mut f = healthy();
+        f.damaged_backups = vec!["backup 20261125T140207Z (binding 15-1) is damaged: x".into()];
+        let (verdict, reasons) = judge(&f, &Thresholds::default());
+        assert_eq!(verdict, Verdict::Warning);
+        assert!(reasons[0].contains("20261125T140207Z"), "{reasons:?}");
     }
 
     #[test]

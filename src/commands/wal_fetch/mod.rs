@@ -95,7 +95,7 @@ pub async fn run(settings: &Settings, opts: &WalFetchOptions) -> Result<Fetched>
         );
         return Ok(Fetched::NotInArchive);
     };
-    let content = repo.fetch_wal(&stored).await?;
+    let content = repo.fetch_wal(&stored, binding.wal_segment_size).await?;
     check_segment_identity(name, &content, &binding)?;
     write_atomically(&dest, &content)?;
     tracing::info!(

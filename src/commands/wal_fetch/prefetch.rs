@@ -64,7 +64,7 @@ pub async fn run_prefetcher(settings: &Settings, after: &str) -> Result<()> {
         let spool = &spool;
         let binding = &binding;
         async move {
-            let content = repo.fetch_wal(&stored).await?;
+            let content = repo.fetch_wal(&stored, binding.wal_segment_size).await?;
             check_segment_identity(stored.name, &content, binding)?;
             spool.put(stored.name, stored.checksum, &content)
         }
