@@ -553,6 +553,31 @@ pub fn pgproof_under(
         None => Command::new(pgproof_exe()),
     };
     cmd.args(args);
+    scrub_env(&mut cmd, env);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.output().unwrap()
+}
+
+/// pgproof as a command to spawn (to run several at once, or to kill),
+/// with the same environment as `pgproof`; as the unprivileged user when
+/// `as_pg_user` (tests run as root).
+pub fn pgproof_command(args: &[&str], env: &[(String, String)], as_pg_user: bool) -> Command {
+    let mut cmd = if as_pg_user {
+        as_postgres(pgproof_exe())
+    } else {
+        Command::new(pgproof_exe())
+    };
+    cmd.args(args);
+    scrub_env(&mut cmd, env);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Never a host-wide configuration or the caller's settings: only `env`.
+fn scrub_env(cmd: &mut Command, env: &[(String, String)]) {
     for (k, _) in std::env::vars() {
         if k.starts_with("PGPROOF_") || k.starts_with("AWS_") || k == "PGDATA" {
             cmd.env_remove(k);
@@ -565,10 +590,6 @@ pub fn pgproof_under(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.output().unwrap()
 }
 
 /// Every file below `dir`, recursively, sorted; none when `dir` is absent.
