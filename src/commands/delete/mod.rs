@@ -253,10 +253,18 @@ async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
     }
     for d in &plan.debris {
         delete_all(repo, d.objects.iter().map(|o| o.key.clone()).collect()).await?;
+        // A backup killed while writing a part leaves its staging file.
+        let dir = layout::backup_dir(repo.cluster(), &d.binding, &d.name);
+        let staged = repo.storage().remove_interrupted_uploads(&dir)?;
         tracing::info!(
-            "deleted debris of backup {} ({} objects)",
+            "deleted debris of backup {} ({} objects{})",
             d.name,
-            d.objects.len()
+            d.objects.len(),
+            if staged > 0 {
+                format!(", {staged} unfinished uploads")
+            } else {
+                String::new()
+            }
         );
     }
     for w in &plan.wal {
