@@ -73,7 +73,6 @@ where
         match result {
             Ok(t) => done.push(t),
             Err(e) => {
-                cancel.set();
                 let _ = tokio::time::timeout(WIND_DOWN, running.for_each(|_| async {})).await;
                 return Err(e);
             }
@@ -94,8 +93,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_failure_stops_the_other_parts() {
+        use std::sync::atomic::AtomicUsize;
         let started = Instant::now();
-        let result = run(vec![0, 1, 2, 3], 2, |item, cancel| {
+        let begun = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let (b, st) = (begun.clone(), stopped.clone());
+        let result = run(vec![0, 1, 2, 3], 2, move |item, cancel| {
+            b.fetch_add(1, Ordering::SeqCst);
             if item == 0 {
                 std::thread::sleep(Duration::from_millis(200));
                 return Err(Error::new(ErrorKind::LocalIo, "reading base/1/1234"));
@@ -104,6 +108,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if cancel.is_set() {
+                    st.fetch_add(1, Ordering::SeqCst);
                     return Err(cancelled());
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -114,10 +119,13 @@ mod tests {
         let err = result.unwrap_err();
         assert_eq!(err.message(), "reading base/1/1234");
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < WIND_DOWN / 2,
             "the failure waited for the other parts: {:?}",
             started.elapsed()
         );
+        // The running part stopped at its next read; the others never began.
+        assert_eq!(stopped.load(Ordering::SeqCst), 1);
+        assert_eq!(begun.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
