@@ -581,3 +581,46 @@ fn a_failed_part_ends_the_backup_names_the_file_and_releases_the_lock() {
     assert_exit(&out, 0);
     assert_eq!(s.listed(), vec![name_of(&out)]);
 }
+
+#[test]
+fn sigterm_releases_the_lock_and_ends_backup_mode() {
+    if !wants_major(15) {
+        return;
+    }
+    let scratch = Scratch::new("sigterm");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init(&scratch, "source", 15);
+    // The backup then waits for WAL that never comes: time to interrupt it.
+    cluster.configure("archive_mode = on\narchive_command = 'false'\n");
+    cluster.start();
+    let s = Setup {
+        scratch,
+        repo,
+        cluster,
+    };
+    let child = s.spawn_push(&["--archive-timeout", "5min"]);
+    wait_until(
+        "the backup waits for its WAL",
+        Duration::from_secs(60),
+        || {
+            s.lock_file().exists()
+                && files_under(s.repo_dir())
+                    .iter()
+                    .any(|p| file_name(p).starts_with("part-"))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: our own child, still running.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = wait_output(child, Duration::from_secs(60));
+    assert_exit(&out, 14);
+    assert!(
+        stderr(&out).contains("received SIGTERM"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(took < Duration::from_secs(50), "{took:?}");
+    assert!(s.locks().is_empty(), "{:?}", s.locks());
+    assert!(s.listed().is_empty());
+    s.wait_no_pgproof_session();
+}
