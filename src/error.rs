@@ -32,6 +32,11 @@ pub enum ErrorKind {
     /// `prove` ran and a check failed: the backup is not proven restorable
     /// (the failed proof is recorded in the repository).
     ProofFailed,
+    /// Another pgproof holds the lock this command needs (a backup of the
+    /// same cluster is running): nothing was done.
+    Busy,
+    /// SIGINT or SIGTERM arrived; the command cleaned up and stopped.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -48,6 +53,8 @@ impl ErrorKind {
             ErrorKind::LocalIo => 10,
             ErrorKind::Refused => 11,
             ErrorKind::ProofFailed => 12,
+            ErrorKind::Busy => 13,
+            ErrorKind::Interrupted => 14,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod commands;
 pub mod error;
 pub mod pg;
+pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod report;

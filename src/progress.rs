@@ -200,6 +200,19 @@ impl Progress {
         }
     }
 
+    /// Ends a step that failed: the bar goes, no "done" line is printed.
+    pub fn abandon(&self) {
+        if self.inner.finished.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(tx) = self.inner.stop.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send(());
+        }
+        if let Some(bar) = &self.inner.bar {
+            bar.finish_and_clear();
+        }
+    }
+
     fn rate(&self) -> f64 {
         let secs = self.inner.started.elapsed().as_secs_f64().max(0.001);
         self.inner.done.load(Ordering::Relaxed) as f64 / secs

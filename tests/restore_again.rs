@@ -247,7 +247,7 @@ struct Running {
 impl Running {
     fn spawn(args: &[&str], env: &[(String, String)], log: PathBuf) -> Running {
         let file = std::fs::File::create(&log).unwrap();
-        let child = pgproof_command(args, env)
+        let child = pgproof_command(args, env, false)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -9,6 +9,8 @@ pub mod check;
 pub mod cluster;
 pub mod clusters;
 pub mod delete;
+pub mod interrupt;
+pub mod locks;
 pub mod prove;
 pub mod rebind;
 pub mod restore;

@@ -64,6 +64,8 @@ pub fn default_user() -> String {
 pub struct Connection {
     pub client: tokio_postgres::Client,
     pub endpoint: Endpoint,
+    /// The connect timeout, also the limit of quick queries.
+    pub timeout: std::time::Duration,
 }
 
 pub async fn connect(
@@ -115,23 +117,26 @@ pub async fn connect_to(
     Ok(Connection {
         client,
         endpoint: endpoint.clone(),
+        timeout,
     })
 }
 
 impl Connection {
     pub async fn identity(&self) -> Result<ServerIdentity> {
         let row = self
-            .client
-            .query_one(
-                "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
+            .bounded(
+                "asking the server who it is",
+                self.timeout,
+                self.client.query_one(
+                    "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
                         current_setting('data_directory'), \
                         current_setting('server_version_num'), \
                         version(), \
                         pg_is_in_recovery()",
-                &[],
+                    &[],
+                ),
             )
-            .await
-            .map_err(|e| self.query_error("asking the server who it is", e))?;
+            .await?;
         let sysid: String = row.get(0);
         let version_num: String = row.get(2);
         Ok(ServerIdentity {
@@ -151,6 +156,30 @@ impl Connection {
             version: row.get(3),
             in_recovery: row.get(4),
         })
+    }
+
+    /// Runs one query of this session, `what` in words, for at most
+    /// `limit`; past it the server is asked to cancel the query, so that
+    /// neither side waits on.
+    pub async fn bounded<T>(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, query).await {
+            Ok(result) => result.map_err(|e| self.query_error(what, e)),
+            Err(_) => {
+                let cancel = self.client.cancel_token();
+                let _ =
+                    tokio::time::timeout(limit, cancel.cancel_query(tokio_postgres::NoTls)).await;
+                Err(Error::new(
+                    ErrorKind::Postgres,
+                    format!("{what} on {} did not finish within {limit:?}", self.endpoint),
+                )
+                .with_hint("look at the server's log and pg_stat_activity for what it waits on; raise --timeout if the server is just slow"))
+            }
+        }
     }
 
     pub fn query_error(&self, what: &str, e: tokio_postgres::Error) -> Error {

@@ -127,6 +127,32 @@ pub fn proof(cluster: &ClusterName, binding: &str, backup: &str, started: &str) 
     format!("{}/{started}.json", proofs_dir(cluster, binding, backup))
 }
 
+/// Created before any part: whoever creates it owns the backup's name, so
+/// that two backups started in one second never share a directory.
+pub fn backup_claim(cluster: &ClusterName, binding: &str, backup: &str) -> String {
+    format!("{}/claim.json", backup_dir(cluster, binding, backup))
+}
+
+/// A backup's name: its start time to the second, UTC (`20261125T140207Z`).
+pub fn backup_name(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format(BACKUP_NAME_FORMAT).to_string()
+}
+
+pub const BACKUP_NAME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// A lock of the cluster prefix, present while held (`backup` for
+/// backup-push).
+pub fn lock(cluster: &ClusterName, name: &str) -> String {
+    format!("{cluster}/locks/{name}.json")
+}
+
+/// The lock whose holder may replace the stale lock `name` held by
+/// `token`: created with create-if-absent, so two runs finding one stale
+/// lock never both take it over.
+pub fn lock_takeover(name: &str, token: &str) -> String {
+    format!("{name}.takeover-{token}")
+}
+
 /// A short-lived object `check` writes, reads back and removes.
 pub fn check_probe(cluster: &ClusterName, token: &str) -> String {
     format!("{cluster}/check-{token}.tmp")

@@ -3,10 +3,12 @@
 //! nothing of commands or the CLI.
 
 pub mod backups;
+pub mod claim;
 pub mod continuity;
 pub mod document;
 pub mod identity;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod part_reader;
 pub mod path_bytes;

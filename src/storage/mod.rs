@@ -294,11 +294,52 @@ impl Storage {
         }
     }
 
+    /// Removes what interrupted uploads left under the directory-like
+    /// prefix `dir`: in a filesystem repository, the staging files
+    /// (`<key>#<n>`) an object is written to before it is moved into place,
+    /// which listings never show. S3 keeps an interrupted multipart upload's
+    /// parts out of sight until a lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`) removes them: nothing to do here.
+    /// Returns how many files were removed.
+    pub fn remove_interrupted_uploads(&self, dir: &str) -> Result<usize> {
+        let RepoUrl::File(root) = &self.url else {
+            return Ok(0);
+        };
+        let dir = root.join(dir);
+        let mut removed = 0;
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("listing", &d, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                } else if is_staging_name(&entry.file_name().to_string_lossy()) {
+                    std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                    removed += 1;
+                }
+            }
+        }
+        // Emptied: object_store's clean-up ran before, while they were there.
+        let _ = std::fs::remove_dir(&dir);
+        Ok(removed)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         self.bounded("deleting", key, self.store.delete(&path))
             .await
     }
+}
+
+/// object_store's staging file names: `<name>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn storage_error(err: object_store::Error, url: &RepoUrl, what: &str) -> Error {

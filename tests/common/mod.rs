@@ -557,25 +557,32 @@ pub fn pgproof_under(
         None => Command::new(pgproof_exe()),
     };
     cmd.args(args);
-    isolate(&mut cmd, env);
+    scrub_env(&mut cmd, env);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
     cmd.output().unwrap()
 }
 
-/// pgproof with the given arguments and environment, to be spawned (for
-/// tests that watch or signal it while it runs).
-pub fn pgproof_command(args: &[&str], env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(pgproof_exe());
+/// pgproof as a command to spawn (to run several at once, or to kill),
+/// with the same environment as `pgproof`; as the unprivileged user when
+/// `as_pg_user` (tests run as root).
+pub fn pgproof_command(args: &[&str], env: &[(String, String)], as_pg_user: bool) -> Command {
+    let mut cmd = if as_pg_user {
+        as_postgres(pgproof_exe())
+    } else {
+        Command::new(pgproof_exe())
+    };
     cmd.args(args);
-    isolate(&mut cmd, env);
+    scrub_env(&mut cmd, env);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     cmd
 }
 
 /// Only the given environment reaches pgproof: none of the test run's own
 /// pgproof, AWS or PGDATA settings, no host-wide configuration file.
-fn isolate(cmd: &mut Command, env: &[(String, String)]) {
+fn scrub_env(cmd: &mut Command, env: &[(String, String)]) {
     for (k, _) in std::env::vars() {
         if k.starts_with("PGPROOF_") || k.starts_with("AWS_") || k == "PGDATA" {
             cmd.env_remove(k);

@@ -1,27 +1,33 @@
 //! `pgproof backup-push [PGDATA]`: a base backup of a running cluster.
 //!
-//! Phases: find the cluster and prove the server reached is it; start the
-//! backup on one session held throughout; list and stream the files into
-//! compressed tar parts, several in parallel; stop the backup; wait until
-//! the WAL from start to stop is in the archive; write the manifest last.
+//! Phases: find the cluster and prove the server reached is it; take the
+//! cluster's backup lock; claim the backup's name; start the backup on one
+//! session held throughout; list and stream the files into compressed tar
+//! parts, several in parallel (the first failure stops them all); stop the
+//! backup without waiting for the archiver; wait, bounded, until the WAL
+//! from start to stop is in the archive; write the manifest last; release
+//! the lock, also after a failure or SIGINT/SIGTERM.
 
+mod parallel;
 mod parts;
 mod tar_entry;
 mod walk;
 
-use super::cluster::{LocalCluster, announce, bind_or_refuse, open_repository};
+use super::cluster::{LocalCluster, VerifiedServer, announce, bind_or_refuse, open_repository};
+use super::interrupt::interruption;
+use super::locks;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::backup_api;
 use crate::pg::backup_label::BackupLabel;
 use crate::pg::lsn::Lsn;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::progress::{Progress, Unit};
+use crate::repo::lock::HeldLock;
 use crate::repo::manifest::{Manifest, Part};
 use crate::repo::wal::WalListings;
 use crate::repo::{Repository, document, layout};
 use crate::report;
 use crate::settings::Settings;
-use futures::StreamExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,123 +59,181 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         .with_hint("run backup-push against the primary"));
     }
     let binding = bind_or_refuse(&repo, &local, "first base backup").await?;
-    let major = local.control.major;
-    let start_time = chrono::Utc::now();
-    let name = start_time.format("%Y%m%dT%H%M%SZ").to_string();
-    let label = format!("pgproof {name}");
-    let start_lsn = backup_api::start(&server.connection, major, &label, opts.fast).await?;
-    tracing::info!(
-        "backup {name} started at LSN {start_lsn}{}",
-        if opts.fast { " (fast checkpoint)" } else { "" }
-    );
-
-    let verification = local
-        .control
-        .data_checksums()
-        .then_some(parts::PageVerification {
-            block_size: local.control.block_size,
-            backup_start: start_lsn,
-        });
-    let result = copy_files(
+    let lock = locks::take_backup_lock(&repo, "backup-push").await?;
+    let backup = Backup {
         settings,
-        &repo,
-        &binding.id,
-        &name,
-        &local,
         opts,
-        verification,
-    )
-    .await;
-    // Always end backup mode, even when copying failed.
-    let stop = backup_api::stop(&server.connection, major).await;
-    let (copied, stop) = (result?, stop?);
-    let stopped_at = chrono::Utc::now();
-    let label_info = BackupLabel::parse(&stop.backup_label)?;
-    let seg_size = u64::from(local.control.wal_segment_size);
-    let start_wal = Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
-    let stop_wal = Segment::containing(
-        label_info.timeline,
-        Lsn(stop.lsn.0.saturating_sub(1)),
-        seg_size,
-    );
-    tracing::info!(
-        "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
-        stop.lsn
-    );
-    wait_for_wal(
-        &repo,
-        &binding.id,
-        start_wal,
-        stop_wal,
-        seg_size,
-        opts.archive_timeout,
-    )
-    .await?;
-
-    let meta =
-        std::fs::metadata(&local.pgdata).map_err(|e| Error::io("reading", &local.pgdata, e))?;
-    let manifest = Manifest {
-        format: crate::repo::identity::FORMAT_VERSION,
-        name: name.clone(),
-        cluster: settings.cluster.value.to_string(),
-        binding: binding.id.clone(),
-        system_identifier: local.control.system_identifier,
-        major,
-        server_version: server.identity.version.clone(),
-        server_version_num: server.identity.version_num,
-        timeline: label_info.timeline,
-        start_lsn: label_info.start_lsn,
-        stop_lsn: stop.lsn,
-        start_wal: start_wal.to_string(),
-        stop_wal: stop_wal.to_string(),
-        started_at: start_time,
-        stopped_at,
-        wal_segment_size: local.control.wal_segment_size,
-        block_size: local.control.block_size,
-        data_checksums: local.control.data_checksums(),
-        compression: settings.compression.value.to_string(),
-        host: hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        pgdata: local.pgdata.display().to_string(),
-        reached: server.reached.clone(),
-        owner_uid: meta.uid(),
-        owner_gid: meta.gid(),
-        backup_label: stop.backup_label,
-        tablespace_map: stop.tablespace_map,
-        tablespaces: copied.tablespaces,
-        size: copied.size,
-        stored_size: copied.stored_size,
-        parts: copied.parts,
-        directories: copied.directories,
-        files: copied.files,
-        bad_pages: copied.bad_pages,
+        local: &local,
+        repo: &repo,
+        server: &server,
+        binding: &binding.id,
+        lock: &lock,
     };
-    // Before the manifest: a complete backup is never, even briefly, unprotected.
-    if opts.permanent {
-        let key = repo.mark_permanent(&binding.id, &name).await?;
-        tracing::info!("backup {name} is marked permanent ({key})");
+    // Interrupted: the backup's future is dropped, which cancels the parts;
+    // closing the session below makes the server end backup mode.
+    let outcome = tokio::select! {
+        outcome = backup.run() => outcome,
+        signal = interruption() => Err(Error::new(
+            ErrorKind::Interrupted,
+            format!("pgproof received {signal}; the backup was abandoned and has no manifest"),
+        )
+        .with_hint("run backup-push again")),
+    };
+    drop(server);
+    // Released whatever happened: a lock left behind stops the next backup
+    // until it is proven stale.
+    if let Err(e) = repo.release_lock(&lock).await {
+        tracing::warn!("{e}");
+        if let Some(hint) = e.hint() {
+            tracing::warn!("hint: {hint}");
+        }
     }
-    let key = layout::backup_manifest(repo.cluster(), &binding.id, &name);
-    repo.storage()
-        .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))
-        .await?;
-    if !manifest.bad_pages.is_empty() {
-        tracing::warn!(
-            "{} page(s) failed their data checksum; see the warnings above and `pgproof backup-list --json`",
-            manifest.bad_pages.len()
-        );
-    }
+    let name = outcome?;
     tracing::info!(
-        "backup {name} of {} complete: {} files, {} -> {} ({}) in {}",
+        "backup {name} of {} finished in {}",
         settings.cluster.value,
-        manifest.files.len(),
-        report::bytes(manifest.size),
-        report::bytes(manifest.stored_size),
-        report::ratio(manifest.stored_size, manifest.size),
         report::duration(started.elapsed())
     );
     Ok(name)
+}
+
+/// One backup-push, once the cluster is proven and the lock held.
+struct Backup<'a> {
+    settings: &'a Settings,
+    opts: &'a BackupPushOptions,
+    local: &'a LocalCluster,
+    repo: &'a Repository,
+    server: &'a VerifiedServer,
+    binding: &'a str,
+    lock: &'a HeldLock,
+}
+
+impl Backup<'_> {
+    async fn run(&self) -> Result<String> {
+        let Backup {
+            settings,
+            opts,
+            local,
+            repo,
+            server,
+            binding,
+            lock,
+        } = *self;
+        let started = Instant::now();
+        let major = local.control.major;
+        let start_time = chrono::Utc::now();
+        let host = crate::process::host_name();
+        let name = repo
+            .claim_backup_name(binding, start_time, &lock.token, &host)
+            .await?;
+        let label = format!("pgproof {name}");
+        let conn = &server.connection;
+        let start_limit = backup_api::start_limit(conn, settings.timeout).await?;
+        let start_lsn = backup_api::start(conn, major, &label, opts.fast, start_limit).await?;
+        tracing::info!(
+            "backup {name} started at LSN {start_lsn}{}",
+            if opts.fast { " (fast checkpoint)" } else { "" }
+        );
+
+        let verification = local
+            .control
+            .data_checksums()
+            .then_some(parts::PageVerification {
+                block_size: local.control.block_size,
+                backup_start: start_lsn,
+            });
+        let result = copy_files(settings, repo, binding, &name, local, opts, verification).await;
+        // Always end backup mode, even when copying failed.
+        let stop = backup_api::stop(conn, major, settings.timeout).await;
+        let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
+        let copied = result.map_err(abandoned)?;
+        let stop = stop.map_err(abandoned)?;
+        let stopped_at = chrono::Utc::now();
+        let label_info = BackupLabel::parse(&stop.backup_label)?;
+        let seg_size = u64::from(local.control.wal_segment_size);
+        let start_wal = Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
+        let stop_wal = Segment::containing(
+            label_info.timeline,
+            Lsn(stop.lsn.0.saturating_sub(1)),
+            seg_size,
+        );
+        tracing::info!(
+            "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
+            stop.lsn
+        );
+        wait_for_wal(
+            repo,
+            binding,
+            start_wal,
+            stop_wal,
+            seg_size,
+            opts.archive_timeout,
+        )
+        .await?;
+
+        let meta =
+            std::fs::metadata(&local.pgdata).map_err(|e| Error::io("reading", &local.pgdata, e))?;
+        let manifest = Manifest {
+            format: crate::repo::identity::FORMAT_VERSION,
+            name: name.clone(),
+            cluster: settings.cluster.value.to_string(),
+            binding: binding.to_string(),
+            system_identifier: local.control.system_identifier,
+            major,
+            server_version: server.identity.version.clone(),
+            server_version_num: server.identity.version_num,
+            timeline: label_info.timeline,
+            start_lsn: label_info.start_lsn,
+            stop_lsn: stop.lsn,
+            start_wal: start_wal.to_string(),
+            stop_wal: stop_wal.to_string(),
+            started_at: start_time,
+            stopped_at,
+            wal_segment_size: local.control.wal_segment_size,
+            block_size: local.control.block_size,
+            data_checksums: local.control.data_checksums(),
+            compression: settings.compression.value.to_string(),
+            host,
+            pgdata: local.pgdata.display().to_string(),
+            reached: server.reached.clone(),
+            owner_uid: meta.uid(),
+            owner_gid: meta.gid(),
+            backup_label: stop.backup_label,
+            tablespace_map: stop.tablespace_map,
+            tablespaces: copied.tablespaces,
+            size: copied.size,
+            stored_size: copied.stored_size,
+            parts: copied.parts,
+            directories: copied.directories,
+            files: copied.files,
+            bad_pages: copied.bad_pages,
+        };
+        // Before the manifest: a complete backup is never, even briefly, unprotected.
+        if opts.permanent {
+            let key = repo.mark_permanent(binding, &name).await?;
+            tracing::info!("backup {name} is marked permanent ({key})");
+        }
+        let key = layout::backup_manifest(repo.cluster(), binding, &name);
+        repo.storage()
+            .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))
+            .await?;
+        if !manifest.bad_pages.is_empty() {
+            tracing::warn!(
+                "{} page(s) failed their data checksum; see the warnings above and `pgproof backup-list --json`",
+                manifest.bad_pages.len()
+            );
+        }
+        tracing::info!(
+            "backup {name} of {} complete: {} files, {} -> {} ({}) in {}",
+            settings.cluster.value,
+            manifest.files.len(),
+            report::bytes(manifest.size),
+            report::bytes(manifest.stored_size),
+            report::ratio(manifest.stored_size, manifest.size),
+            report::duration(started.elapsed())
+        );
+        Ok(name)
+    }
 }
 
 struct Copied {
@@ -197,58 +261,67 @@ async fn copy_files(
         .map_err(|e| Error::new(ErrorKind::LocalIo, "listing task failed").with_source(e))??;
     let total: u64 = walked.files.iter().map(|f| f.size).sum();
     let plans = parts::plan(&walked.files, settings.compression.value.extension());
+    let plan_count = plans.len();
     tracing::info!(
         "copying {} files ({}) in {} parts, {} at a time",
         walked.files.len(),
         report::bytes(total),
-        plans.len(),
+        plan_count,
         opts.jobs
     );
     let files = Arc::new(walked.files);
     let progress = Progress::start("copying", Unit::Bytes, total);
     let compression = settings.compression.value;
-    let results = futures::stream::iter(plans.iter().cloned().map(|plan| {
-        let files = files.clone();
-        let progress = progress.clone();
-        let key = layout::backup_part(repo.cluster(), binding, name, &plan.name);
-        let writer = repo.storage().writer(&key);
-        let storage = repo.storage().clone();
-        async move {
-            let handle = tokio::task::spawn_blocking(move || {
-                let on_progress = |n: u64| progress.add(n);
-                let bridge = SyncIoBridge::new(writer);
-                let (result, mut bridge) = parts::write_part(
-                    &files,
-                    &plan,
-                    compression,
-                    verification,
-                    bridge,
-                    &on_progress,
-                )?;
-                bridge.shutdown().map_err(|e| {
-                    Error::new(
-                        ErrorKind::Storage,
-                        format!("completing the upload of {key}"),
-                    )
-                    .with_source(e)
-                })?;
-                storage.written(&key);
-                Ok::<_, Error>((plan, result))
-            });
-            handle
-                .await
-                .map_err(|e| Error::new(ErrorKind::LocalIo, "part task failed").with_source(e))?
-        }
-    }))
-    .buffer_unordered(opts.jobs.max(1))
-    .collect::<Vec<_>>()
+    let storage = repo.storage().clone();
+    let (cluster, binding, name) = (
+        repo.cluster().clone(),
+        binding.to_string(),
+        name.to_string(),
+    );
+    let on_progress = progress.clone();
+    let part_files = files.clone();
+    let written = parallel::run(plans, opts.jobs, move |plan: parts::PartPlan, cancel| {
+        let key = layout::backup_part(&cluster, &binding, &name, &plan.name);
+        let mut bridge = SyncIoBridge::new(storage.writer(&key));
+        let add = |n: u64| on_progress.add(n);
+        let part = parts::write_part(
+            &part_files,
+            &plan,
+            compression,
+            verification,
+            cancel,
+            &mut bridge,
+            &add,
+        );
+        let result = match part {
+            Ok((result, _)) => result,
+            Err(e) => {
+                // An unfinished multipart upload would cost storage until
+                // a lifecycle rule removed it.
+                let mut writer = bridge.into_inner();
+                let _ = tokio::runtime::Handle::current().block_on(writer.abort());
+                return Err(e.context(format!("part {}", plan.name)));
+            }
+        };
+        bridge.shutdown().map_err(|e| {
+            Error::new(
+                ErrorKind::Storage,
+                format!("part {}: completing the upload of {key}", plan.name),
+            )
+            .with_source(e)
+        })?;
+        storage.written(&key);
+        Ok((plan, result))
+    })
     .await;
+    let mut by_plan = match written {
+        Ok(done) => done,
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
     progress.finish();
-
-    let mut by_plan: Vec<(parts::PartPlan, parts::PartResult)> = Vec::new();
-    for r in results {
-        by_plan.push(r?);
-    }
     by_plan.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let mut manifest_parts = Vec::new();
     let mut manifest_files = Vec::new();
@@ -338,6 +411,9 @@ async fn wait_for_wal(
             return Ok(());
         }
         if Instant::now() > deadline {
+            if let Some(p) = &progress {
+                p.abandon();
+            }
             return Err(Error::new(
                 ErrorKind::Storage,
                 format!(

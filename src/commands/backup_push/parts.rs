@@ -3,6 +3,7 @@
 //! rest is zeros, if it grows the rest is left out: WAL replay from the
 //! backup's start repairs both, as for PostgreSQL's own base backup.
 
+use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
 use super::walk::SourceFile;
 use crate::codec::{Checksum, Compression, Hasher};
@@ -139,6 +140,8 @@ struct Exact<R: Read> {
     inner_done: bool,
     hasher: Hasher,
     pages: Option<PageChecker>,
+    /// Checked before every read: another part failed.
+    cancel: Option<Cancel>,
 }
 
 /// Data checksum verification while a relation file streams past.
@@ -188,6 +191,9 @@ impl<R: Read> Read for Exact<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
+        if self.cancel.as_ref().is_some_and(Cancel::is_set) {
+            return Err(cancelled_io());
+        }
         let want = buf
             .len()
             .min(self.remaining.min(usize::MAX as u64) as usize);
@@ -226,6 +232,7 @@ pub fn write_part<W: Write>(
     plan: &PartPlan,
     compression: Compression,
     verification: Option<PageVerification>,
+    cancel: &Cancel,
     out: W,
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(PartResult, W)> {
@@ -272,6 +279,7 @@ pub fn write_part<W: Write>(
             inner_done: false,
             hasher: Hasher::new(),
             pages,
+            cancel: Some(cancel.clone()),
         };
         tar_entry::append(&mut tar, &mut header, &f.path, &mut reader)
             .map_err(io(format!("archiving {}", f.full.display())))?;
@@ -338,8 +346,16 @@ mod tests {
             files: vec![0, 1, 2],
         };
         let mut out = Vec::new();
-        let (result, _) =
-            write_part(&files, &plan, Compression::Lz4, None, &mut out, &|_| {}).unwrap();
+        let (result, _) = write_part(
+            &files,
+            &plan,
+            Compression::Lz4,
+            None,
+            &Cancel::default(),
+            &mut out,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(result.vanished, vec![PathBytes::from("gone")]);
         assert_eq!(result.files.len(), 2);
         assert_eq!(result.files[0].checksum, Checksum::of(&[1u8; 10_000]));
@@ -362,6 +378,7 @@ mod tests {
             inner_done: false,
             hasher: Hasher::new(),
             pages: None,
+            cancel: None,
         };
         let mut out = Vec::new();
         exact.read_to_end(&mut out).unwrap();
@@ -434,7 +451,16 @@ mod tests {
         };
         let compression = Compression::Zstd { level: 1 };
         let mut out = Vec::new();
-        let (result, _) = write_part(&files, &plan, compression, None, &mut out, &|_| {}).unwrap();
+        let (result, _) = write_part(
+            &files,
+            &plan,
+            compression,
+            None,
+            &Cancel::default(),
+            &mut out,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(result.files.len(), names.len());
 
         // Any tar reader sees the names' bytes.

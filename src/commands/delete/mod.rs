@@ -10,14 +10,16 @@
 pub mod plan;
 
 use super::cluster::open_repository;
+use super::locks;
 use crate::error::{Error, ErrorKind, Result};
+use crate::repo::lock::Judged;
 use crate::repo::{Repository, layout};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
 use plan::{Damaged, Inventory, Plan, Rule};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// Objects deleted at once.
@@ -117,7 +119,7 @@ async fn inventory(repo: &Repository) -> Result<Inventory> {
             wal_claims.insert(b.id.clone(), claims);
         }
     }
-    Ok(Inventory {
+    let mut inv = Inventory {
         backups: set.complete,
         permanent,
         backup_objects,
@@ -133,7 +135,33 @@ async fn inventory(repo: &Repository) -> Result<Inventory> {
             })
             .collect(),
         wal_claims,
-    })
+        running: BTreeSet::new(),
+    };
+    inv.running = running_backups(repo, &inv).await?;
+    Ok(inv)
+}
+
+/// The backups running now: their claim names the backup lock's token and
+/// the lock's holder is not provably gone.
+async fn running_backups(repo: &Repository, inv: &Inventory) -> Result<BTreeSet<(String, String)>> {
+    let mut running = BTreeSet::new();
+    let Some(holder) = repo.lock_holder(locks::BACKUP).await? else {
+        return Ok(running);
+    };
+    if let Judged::Stale(_) = locks::judge(&holder) {
+        return Ok(running);
+    }
+    for (binding, name) in plan::claimed_incomplete(inv) {
+        let claim = repo.backup_claim(&binding, &name).await?;
+        if claim.is_some_and(|c| c.lock_token == holder.token) {
+            tracing::info!(
+                "backup {name} is running ({}); it is left alone",
+                holder.describe()
+            );
+            running.insert((binding, name));
+        }
+    }
+    Ok(running)
 }
 
 fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
@@ -168,6 +196,12 @@ fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
             layout::backup_dir(repo.cluster(), &d.binding, &d.name),
             d.objects.len(),
             report::bytes(size)
+        );
+    }
+    for (binding, name) in &plan.running {
+        out += &format!(
+            "  keep   running {}  a backup running now (it holds the backup lock)\n",
+            layout::backup_dir(repo.cluster(), binding, name)
         );
     }
     for w in &plan.wal {
@@ -253,10 +287,18 @@ async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
     }
     for d in &plan.debris {
         delete_all(repo, d.objects.iter().map(|o| o.key.clone()).collect()).await?;
+        // A backup killed while writing a part leaves its staging file.
+        let dir = layout::backup_dir(repo.cluster(), &d.binding, &d.name);
+        let staged = repo.storage().remove_interrupted_uploads(&dir)?;
         tracing::info!(
-            "deleted debris of backup {} ({} objects)",
+            "deleted debris of backup {} ({} objects{})",
             d.name,
-            d.objects.len()
+            d.objects.len(),
+            if staged > 0 {
+                format!(", {staged} unfinished uploads")
+            } else {
+                String::new()
+            }
         );
     }
     for w in &plan.wal {

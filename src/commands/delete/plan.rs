@@ -11,7 +11,9 @@
 //!   backup keeps all its WAL.
 //! - A backup directory without a manifest whose name (its start time) is
 //!   older than the newest complete backup is debris of a backup that never
-//!   completed; a newer one may be a backup running now and is left alone.
+//!   completed; a newer one may be a backup running now and is left alone,
+//!   and so is one whose claim names the backup lock held now (a backup
+//!   running on a host whose clock is behind).
 //! - A backup whose manifest cannot be used is kept, reported, and counts
 //!   for nothing: not toward `retain N`, not as the newest. Its WAL start is
 //!   unknown, so if it is older than the oldest kept backup its binding's WAL
@@ -101,6 +103,9 @@ pub struct Inventory {
     pub damaged: Vec<Damaged>,
     /// Every WAL claim, by binding.
     pub wal_claims: BTreeMap<String, Vec<ListedClaim>>,
+    /// `(binding, backup)` of backups running now: no manifest yet, and
+    /// their claim names the backup lock, which is held.
+    pub running: BTreeSet<(String, String)>,
 }
 
 /// A backup directory whose manifest exists but cannot be used.
@@ -147,6 +152,8 @@ pub struct WalPlan {
 pub struct Plan {
     pub backups: Vec<BackupDecision>,
     pub debris: Vec<Debris>,
+    /// `(binding, backup)` of backups running now, left alone.
+    pub running: Vec<(String, String)>,
     pub wal: Vec<WalPlan>,
     /// Kept, never deleted: the operator decides.
     pub damaged: Vec<Damaged>,
@@ -195,12 +202,18 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
         });
     }
     let newest = inv.backups.last().map(|m| m.name.as_str());
+    let running: Vec<(String, String)> = dirs
+        .keys()
+        .filter(|dir| inv.running.contains(*dir))
+        .cloned()
+        .collect();
     let debris = dirs
         .into_iter()
-        .filter(|((_, name), objects)| {
-            is_backup_name(name)
-                && newest.is_some_and(|n| name.as_str() < n)
+        .filter(|(dir, objects)| {
+            is_backup_name(&dir.1)
+                && newest.is_some_and(|n| dir.1.as_str() < n)
                 && !objects.iter().any(|o| o.key.ends_with("/manifest.json"))
+                && !inv.running.contains(dir)
         })
         .map(|((binding, name), objects)| Debris {
             name,
@@ -284,6 +297,7 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
     Ok(Plan {
         backups,
         debris,
+        running,
         wal,
         damaged: inv.damaged.clone(),
     })
@@ -340,6 +354,19 @@ pub fn decide(
 /// `YYYYMMDDTHHMMSSZ`, the names backup-push gives.
 fn is_backup_name(name: &str) -> bool {
     chrono::NaiveDateTime::parse_from_str(name, "%Y%m%dT%H%M%SZ").is_ok()
+}
+
+/// `(binding, backup)` of the directories with a claim and no manifest:
+/// running backups, or debris of ones that never completed.
+pub fn claimed_incomplete(inv: &Inventory) -> Vec<(String, String)> {
+    group_backup_dirs(inv)
+        .into_iter()
+        .filter(|(_, objects)| {
+            objects.iter().any(|o| o.key.ends_with("/claim.json"))
+                && !objects.iter().any(|o| o.key.ends_with("/manifest.json"))
+        })
+        .map(|(dir, _)| dir)
+        .collect()
 }
 
 /// The objects of each backup directory, by (binding, name).
@@ -462,6 +489,7 @@ mod tests {
                 })
                 .collect(),
             )]),
+            running: BTreeSet::new(),
         }
     }
 
@@ -504,6 +532,34 @@ mod tests {
         // Debris: the incomplete directory older than the newest complete backup only.
         assert_eq!(p.debris.len(), 1);
         assert_eq!(p.debris[0].name, "20261125T103000Z");
+    }
+
+    #[test]
+    fn a_running_backup_is_never_debris_even_when_named_before_the_newest() {
+        // A backup running on a host whose clock is behind: its name sorts
+        // before the newest complete backup's.
+        let mut inv = inventory();
+        for f in ["claim.json", "part-00001.tar.zst"] {
+            inv.backup_objects
+                .push(object(&format!("main/backups/15-1/20261125T120500Z/{f}")));
+        }
+        inv.running
+            .insert(("15-1".into(), "20261125T120500Z".into()));
+        let p = plan(&inv, &Rule::Retain(2)).unwrap();
+        let debris: Vec<&str> = p.debris.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(debris, ["20261125T103000Z"]);
+        assert_eq!(
+            p.running,
+            [("15-1".to_string(), "20261125T120500Z".to_string())]
+        );
+        assert_eq!(
+            claimed_incomplete(&inv),
+            [("15-1".to_string(), "20261125T120500Z".to_string())]
+        );
+        // Once its lock is gone, the same directory is debris.
+        inv.running.clear();
+        let p = plan(&inv, &Rule::Retain(2)).unwrap();
+        assert_eq!(p.debris.len(), 2);
     }
 
     #[test]

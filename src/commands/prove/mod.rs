@@ -14,6 +14,7 @@ mod scratch;
 mod server;
 
 use super::cluster::open_repository;
+use super::interrupt::interruption;
 use super::restore::{self, RestoreOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::binaries::{self, Binaries};
@@ -415,22 +416,6 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
     }
     drop(conn);
     server.stop().await;
-}
-
-/// Resolves when SIGINT or SIGTERM arrives, naming it; never if the
-/// handlers cannot be installed.
-async fn interruption() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => std::future::pending().await,
-    }
 }
 
 fn started_check(consistent_after: Duration) -> ProofCheck {
