@@ -34,51 +34,6 @@ fn restore_args<'a>(repo: &'a TestRepo, dest: &'a Path, extra: &[&'a str]) -> Ve
     args
 }
 
-fn backup(repo: &TestRepo, cluster: &Cluster) -> String {
-    let out = pgproof(
-        &[
-            "--repo",
-            &repo.url,
-            "--cluster",
-            "main",
-            "backup-push",
-            cluster.pgdata.to_str().unwrap(),
-            "--fast",
-        ],
-        &repo.pg_env(),
-        None,
-    );
-    assert_exit(&out, 0);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A cluster on a restored data directory, on its own port and socket
-/// directory; archiving as the backup had it, or off.
-fn on_restored(
-    scratch: &Scratch,
-    name: &str,
-    major: u32,
-    pgdata: PathBuf,
-    archive: bool,
-) -> Cluster {
-    let cluster = Cluster {
-        major,
-        pgdata,
-        port: free_port(),
-        socket_dir: scratch.dir(&format!("{name}-sock")),
-        bin: pg_bin(major),
-        log: scratch.path.join(format!("{name}.log")),
-        env: Vec::new(),
-    };
-    cluster.configure(&format!(
-        "port = {}\nunix_socket_directories = '{}'\n{}",
-        cluster.port,
-        cluster.socket_dir.display(),
-        if archive { "" } else { "archive_mode = off\n" }
-    ));
-    cluster
-}
-
 fn start_and_wait_promoted(c: &Cluster) {
     c.start();
     wait_until(
@@ -111,7 +66,7 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
     source.execute(
         "CREATE TABLE t AS SELECT g AS id, 'first' AS phase FROM generate_series(1, 1000) g",
     );
-    backup(&repo, &source);
+    repo.backup(&source);
     source.execute("INSERT INTO t SELECT g, 'before the time' FROM generate_series(1001, 1500) g");
     let time = source.query_one("SELECT now()::text");
     std::thread::sleep(Duration::from_millis(1100));
@@ -128,7 +83,7 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
         &["--target-time", &time, "--target-action", "promote"],
     );
     assert_exit(&out, 0);
-    let first = on_restored(&scratch, "first", major, first_dir.clone(), true);
+    let first = Cluster::restored_archiving(&scratch, "first", major, first_dir.clone(), true);
     start_and_wait_promoted(&first);
     assert_eq!(first.query_one("SELECT count(*)::text FROM t"), "1500");
     assert_eq!(
@@ -140,7 +95,7 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
         live_settings(&carried).contains(&"recovery_target_time".to_string()),
         "the promoted cluster keeps its restore's target, so its backups carry it:\n{carried}"
     );
-    let second_backup = backup(&repo, &first);
+    let second_backup = repo.backup(&first);
     first.execute("INSERT INTO t SELECT g, 'after the backup' FROM generate_series(2001, 2500) g");
     let lsn = first.query_one("SELECT pg_current_wal_lsn()::text");
     first.execute("INSERT INTO t SELECT g, 'after the lsn' FROM generate_series(2501, 3000) g");
@@ -180,7 +135,7 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
         1,
         "{conf}"
     );
-    let all = on_restored(&scratch, "all", major, all_dir, false);
+    let all = Cluster::restored(&scratch, "all", major, all_dir);
     start_and_wait_promoted(&all);
     assert_eq!(all.query_one("SELECT count(*)::text FROM t"), "2500");
     let log = all.server_log();
@@ -199,7 +154,7 @@ fn an_earlier_restores_target_does_not_steer_the_next(major: u32) {
         &["--target-lsn", &lsn, "--target-action", "promote"],
     );
     assert_exit(&out, 0);
-    let at_lsn = on_restored(&scratch, "lsn", major, lsn_dir, false);
+    let at_lsn = Cluster::restored(&scratch, "lsn", major, lsn_dir);
     start_and_wait_promoted(&at_lsn);
     assert_eq!(at_lsn.query_one("SELECT count(*)::text FROM t"), "2000");
     assert_eq!(
@@ -393,7 +348,7 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
     );
     let oid = source.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'extra'");
     let want = fingerprint(&source);
-    backup(&repo, &source);
+    repo.backup(&source);
     let last = source.write_and_switch(1);
     source.wait_archived(&last);
     source.stop();
@@ -485,7 +440,7 @@ fn a_killed_restore_never_starts_and_a_rerun_starts_over() {
             root.display()
         );
     }
-    let restored = on_restored(&scratch, "restored", major, dest.clone(), false);
+    let restored = Cluster::restored(&scratch, "restored", major, dest.clone());
     start_and_wait_promoted(&restored);
     assert_eq!(fingerprint(&restored), want);
 }

@@ -282,6 +282,17 @@ impl Cluster {
     /// A cluster on a data directory pgproof restored: its own port and
     /// socket directory, archiving off. Not started.
     pub fn restored(scratch: &Scratch, name: &str, major: u32, pgdata: PathBuf) -> Cluster {
+        Cluster::restored_archiving(scratch, name, major, pgdata, false)
+    }
+
+    /// Like `restored`; with `archive`, archiving stays as the backup had it.
+    pub fn restored_archiving(
+        scratch: &Scratch,
+        name: &str,
+        major: u32,
+        pgdata: PathBuf,
+        archive: bool,
+    ) -> Cluster {
         let cluster = Cluster {
             major,
             pgdata,
@@ -292,9 +303,10 @@ impl Cluster {
             env: Vec::new(),
         };
         cluster.configure(&format!(
-            "port = {}\nunix_socket_directories = '{}'\narchive_mode = off",
+            "port = {}\nunix_socket_directories = '{}'\n{}",
             cluster.port,
-            cluster.socket_dir.display()
+            cluster.socket_dir.display(),
+            if archive { "" } else { "archive_mode = off" }
         ));
         cluster
     }
@@ -508,6 +520,26 @@ impl TestRepo {
         let mut env = self.env.clone();
         env.push(("PGUSER".into(), "postgres".into()));
         env
+    }
+
+    /// `backup-push --fast` of `cluster` into cluster prefix `main`, which
+    /// must succeed; the backup's name.
+    pub fn backup(&self, cluster: &Cluster) -> String {
+        let out = pgproof(
+            &[
+                "--repo",
+                &self.url,
+                "--cluster",
+                "main",
+                "backup-push",
+                cluster.pgdata.to_str().unwrap(),
+                "--fast",
+            ],
+            &self.pg_env(),
+            None,
+        );
+        assert_exit(&out, 0);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Every object in a file repository, with a digest of its content.
