@@ -27,10 +27,7 @@ struct Setup {
 fn setup(name: &str, major: u32, backend: Backend) -> Setup {
     let scratch = Scratch::new(name);
     let repo = TestRepo::new(&scratch, backend);
-    let mut cluster = Cluster::init(&scratch, "source", major);
-    cluster.env = repo.env.clone();
-    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
-    cluster.start();
+    let cluster = Cluster::archiving_into(&scratch, &repo, major);
     cluster.execute(
         "CREATE TABLE keep AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
     );

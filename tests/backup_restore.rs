@@ -31,10 +31,7 @@ struct Story {
 fn story(name: &str, major: u32, backend: Backend) -> Story {
     let scratch = Scratch::new(name);
     let repo = TestRepo::new(&scratch, backend);
-    let mut cluster = Cluster::init(&scratch, "source", major);
-    cluster.env = repo.env.clone();
-    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
-    cluster.start();
+    let cluster = Cluster::archiving_into(&scratch, &repo, major);
     cluster.execute(
         "CREATE TABLE keep AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
     );

@@ -111,10 +111,7 @@ fn names_carried(name: &str, major: u32, backend: Backend) {
     }
     let scratch = Scratch::new(name);
     let repo = TestRepo::new(&scratch, backend);
-    let mut cluster = Cluster::init(&scratch, "source", major);
-    cluster.env = repo.env.clone();
-    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
-    cluster.start();
+    let cluster = Cluster::archiving_into(&scratch, &repo, major);
     cluster.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     for d in extra_dirs() {
         let p = cluster.pgdata.join(OsStr::from_bytes(&d));

@@ -25,10 +25,7 @@ impl Site {
     fn new(name: &str, major: u32, backend: Backend) -> Site {
         let scratch = Scratch::new(name);
         let repo = TestRepo::new(&scratch, backend);
-        let mut cluster = Cluster::init(&scratch, "source", major);
-        cluster.env = repo.env.clone();
-        cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
-        cluster.start();
+        let cluster = Cluster::archiving_into(&scratch, &repo, major);
         cluster.execute("CREATE TABLE t (step int)");
         Site {
             scratch,

@@ -279,6 +279,16 @@ impl Cluster {
         cluster
     }
 
+    /// A new cluster of `major`, started, archiving through pgproof into
+    /// `repo`'s cluster prefix `main`.
+    pub fn archiving_into(scratch: &Scratch, repo: &TestRepo, major: u32) -> Cluster {
+        let mut cluster = Cluster::init(scratch, "source", major);
+        cluster.env = repo.env.clone();
+        cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+        cluster.start();
+        cluster
+    }
+
     /// A cluster on a data directory pgproof restored: its own port and
     /// socket directory, archiving off. Not started.
     pub fn restored(scratch: &Scratch, name: &str, major: u32, pgdata: PathBuf) -> Cluster {

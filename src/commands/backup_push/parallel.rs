@@ -73,6 +73,7 @@ where
         match result {
             Ok(t) => done.push(t),
             Err(e) => {
+                cancel.set();
                 let _ = tokio::time::timeout(WIND_DOWN, running.for_each(|_| async {})).await;
                 return Err(e);
             }

@@ -327,13 +327,7 @@ fn try_lock(file: &std::fs::File) -> bool {
 
 /// Whether `pid` is a process that has not exited (a zombie has).
 fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(|pid| crate::process::start_ticks(pid).is_some())
 }
 
 /// Whether process `pid` works in `dir`, as a postmaster works in its
