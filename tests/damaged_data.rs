@@ -24,9 +24,7 @@ impl Site {
     fn new(name: &str) -> Site {
         let scratch = Scratch::new(name);
         let repo = TestRepo::new(&scratch, Backend::File);
-        let cluster = Cluster::init(&scratch, "source", 15);
-        cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
-        cluster.start();
+        let cluster = Cluster::archiving_into(&scratch, &repo, 15);
         Site {
             scratch,
             repo,
@@ -36,9 +34,7 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--repo", self.repo.url.as_str(), "--cluster", "main"];
-        all.extend_from_slice(args);
-        pgproof(&all, &self.repo.pg_env(), None)
+        self.repo.run(args)
     }
 
     fn archive_a_segment(&self) {

@@ -36,9 +36,7 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--repo", self.repo.url.as_str(), "--cluster", "main"];
-        all.extend_from_slice(args);
-        pgproof(&all, &self.repo.pg_env(), None)
+        self.repo.run(args)
     }
 
     /// A row, a WAL switch archived, then a backup (names are whole seconds).

@@ -532,22 +532,17 @@ impl TestRepo {
         env
     }
 
+    /// pgproof on this repository's cluster prefix `main`, with `pg_env`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--repo", self.url.as_str(), "--cluster", "main"];
+        all.extend_from_slice(args);
+        pgproof(&all, &self.pg_env(), None)
+    }
+
     /// `backup-push --fast` of `cluster` into cluster prefix `main`, which
     /// must succeed; the backup's name.
     pub fn backup(&self, cluster: &Cluster) -> String {
-        let out = pgproof(
-            &[
-                "--repo",
-                &self.url,
-                "--cluster",
-                "main",
-                "backup-push",
-                cluster.pgdata.to_str().unwrap(),
-                "--fast",
-            ],
-            &self.pg_env(),
-            None,
-        );
+        let out = self.run(&["backup-push", cluster.pgdata.to_str().unwrap(), "--fast"]);
         assert_exit(&out, 0);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
