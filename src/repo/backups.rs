@@ -85,14 +85,7 @@ impl Repository {
         let key = layout::backup_manifest(&self.cluster, binding, name);
         let bytes = self.storage.get(&key).await?;
         let what = format!("manifest {key}");
-        // The format is read before the whole document: a newer manifest
-        // may not decode as this build's `Manifest` at all.
-        let format = serde_json::from_slice::<Versioned>(&bytes).map(|v| v.format);
-        if let Ok(Some(format)) = format {
-            super::readable_format(format, &what)?;
-        }
-        let m: Manifest = document::decode(&bytes, &what)?;
-        super::readable_format(m.format, &what)?;
+        let m: Manifest = document::decode_readable(&bytes, &what)?;
         if m.name != name || m.binding != binding {
             return Err(Error::corrupt(format!(
                 "{what} describes backup {} of binding {}, not the backup of its directory",
@@ -144,10 +137,4 @@ impl Repository {
             .await?;
         Ok(key)
     }
-}
-
-/// Just the `format` member of a document.
-#[derive(serde::Deserialize)]
-struct Versioned {
-    format: Option<u32>,
 }

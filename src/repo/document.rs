@@ -34,8 +34,24 @@ pub fn encode<T: Serialize>(doc: &T) -> Result<Vec<u8>> {
 
 /// Parses and verifies a document; `what` names it in errors.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    let mut value: Value = serde_json::from_slice(bytes)
+    let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(format!("{what} is not valid JSON")).with_source(e))?;
+    verified(value, what)
+}
+
+/// Like `decode`, for a document with a `format` member: one of a newer
+/// repository format than this build understands is refused by its format,
+/// before its checksum or shape, which this build may not know how to read.
+pub fn decode_readable<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(format!("{what} is not valid JSON")).with_source(e))?;
+    if let Some(format) = value.get("format").and_then(Value::as_u64) {
+        super::readable_format(u32::try_from(format).unwrap_or(u32::MAX), what)?;
+    }
+    verified(value, what)
+}
+
+fn verified<T: DeserializeOwned>(mut value: Value, what: &str) -> Result<T> {
     let object = value
         .as_object_mut()
         .ok_or_else(|| Error::corrupt(format!("{what} is not a JSON object")))?;

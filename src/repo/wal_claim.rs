@@ -115,8 +115,6 @@ impl Repository {
     pub async fn read_wal_claim(&self, key: &str) -> Result<WalClaim> {
         let bytes = self.storage.get(key).await?;
         let what = format!("WAL claim {key}");
-        let claim: WalClaim = document::decode(&bytes, &what)?;
-        super::readable_format(claim.format, &what)?;
-        Ok(claim)
+        document::decode_readable(&bytes, &what)
     }
 }
