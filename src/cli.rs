@@ -57,6 +57,9 @@ pub struct Cli {
     /// Print errors only
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// At the end, print how many storage requests the command made (also with -vv)
+    #[arg(long, global = true)]
+    pub stats: bool,
     /// Progress display: bars (default on a terminal), lines (default otherwise) or off
     #[arg(long, global = true, env = "PGPROOF_PROGRESS", value_name = "HOW",
           value_parser = ["bars", "lines", "off"])]
@@ -379,7 +382,12 @@ pub fn main() -> i32 {
             return 70;
         }
     };
-    runtime.block_on(dispatch(cli, &matches))
+    let stats = cli.stats || verbosity == Verbosity::Debug;
+    let status = runtime.block_on(dispatch(cli, &matches));
+    if stats {
+        eprintln!("pgproof {label}: {}", crate::storage::stats::requests());
+    }
+    status
 }
 
 async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {

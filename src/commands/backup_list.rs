@@ -120,6 +120,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     );
     if rows.is_empty() && damaged.is_empty() {
         out += "  none\n";
+        return Ok(out);
     }
     out += &format!(
         "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",

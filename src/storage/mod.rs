@@ -6,6 +6,7 @@
 //! bytes. Keys are relative to the repository root and are built only by
 //! `repo::layout`.
 
+pub mod stats;
 pub mod url;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use stats::{RequestKind, count};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,6 +158,7 @@ impl Storage {
             ..Default::default()
         };
         let path = self.path(key);
+        count(RequestKind::Write);
         self.bounded(
             "storing",
             key,
@@ -169,6 +172,7 @@ impl Storage {
     /// Stores `data` under `key`, replacing any earlier object atomically.
     pub async fn put_replace(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
+        count(RequestKind::Write);
         self.bounded(
             "storing",
             key,
@@ -182,6 +186,7 @@ impl Storage {
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key);
         let store = self.store.clone();
+        count(RequestKind::Read);
         self.bounded("reading", key, async move {
             store.get(&path).await?.bytes().await
         })
@@ -190,6 +195,7 @@ impl Storage {
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.path(key);
+        count(RequestKind::Lookup);
         match self
             .bounded("looking up", key, self.store.head(&path))
             .await
@@ -207,6 +213,7 @@ impl Storage {
     /// Objects directly inside the directory-like prefix `dir` (not recursive).
     pub async fn list_dir(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         let path = self.path(dir);
+        count(RequestKind::List);
         let listing = self
             .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
             .await?;
@@ -217,6 +224,7 @@ impl Storage {
     /// (`""` for the repository's root).
     pub async fn list_subdirs(&self, dir: &str) -> Result<Vec<String>> {
         let path = self.path(dir);
+        count(RequestKind::List);
         let listing = self
             .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
             .await?;
@@ -238,6 +246,7 @@ impl Storage {
     /// Every object under `prefix`, recursively.
     pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let path = self.path(prefix);
+        count(RequestKind::List);
         let stream = self.store.list(Some(&path));
         let metas: Vec<_> = self
             .bounded("listing", prefix, stream.try_collect::<Vec<_>>())
@@ -281,6 +290,7 @@ impl Storage {
     /// bridged from its HTTP stream.
     pub async fn blocking_reader(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
         let path = self.path(key);
+        count(RequestKind::Read);
         let result = self.bounded("reading", key, self.store.get(&path)).await?;
         match result.payload {
             object_store::GetResultPayload::File(file, _) => {
@@ -331,6 +341,7 @@ impl Storage {
 
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
+        count(RequestKind::Delete);
         self.bounded("deleting", key, self.store.delete(&path))
             .await
     }
