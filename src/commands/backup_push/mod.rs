@@ -154,17 +154,7 @@ impl Backup<'_> {
                 block_size: local.control.block_size,
                 backup_start: start_lsn,
             });
-        let result = copy_files(
-            settings,
-            repo,
-            binding,
-            &name,
-            local,
-            opts,
-            verification,
-            self.cancel.clone(),
-        )
-        .await;
+        let result = copy_files(self, &name, verification).await;
         // Always end backup mode, even when copying failed.
         let stop = backup_api::stop(conn, major, settings.timeout).await;
         let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
@@ -269,15 +259,19 @@ struct Copied {
 }
 
 async fn copy_files(
-    settings: &Settings,
-    repo: &Repository,
-    binding: &str,
+    backup: &Backup<'_>,
     name: &str,
-    local: &LocalCluster,
-    opts: &BackupPushOptions,
     verification: Option<parts::PageVerification>,
-    cancel: parallel::Cancel,
 ) -> Result<Copied> {
+    let Backup {
+        settings,
+        opts,
+        local,
+        repo,
+        binding,
+        ..
+    } = *backup;
+    let cancel = backup.cancel.clone();
     let pgdata = local.pgdata.clone();
     let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
         .await
