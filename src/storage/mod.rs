@@ -9,6 +9,7 @@
 
 mod retry;
 pub mod stats;
+mod unfinished;
 mod upload;
 pub mod url;
 
@@ -27,6 +28,7 @@ pub use url::RepoUrl;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub use retry::RetryPolicy;
+pub use unfinished::UnfinishedUpload;
 pub use upload::ObjectWriter;
 
 /// The most keys one listing request asks for: S3's own maximum, so a
@@ -48,6 +50,7 @@ pub struct Storage {
     /// The same store as `store`, for what only S3 offers (paginated
     /// listings, resuming an ambiguous conditional create).
     s3: Option<Arc<object_store::aws::AmazonS3>>,
+    s3_target: Option<unfinished::S3Target>,
     url: RepoUrl,
     policy: RetryPolicy,
     /// For a filesystem repository written by root: the owner of its
@@ -61,6 +64,7 @@ impl Storage {
     /// must already exist: creating it would hide an unmounted volume.
     pub fn open(url: &RepoUrl, policy: RetryPolicy) -> Result<Storage> {
         let mut s3 = None;
+        let mut s3_target = None;
         let (store, root): (Arc<dyn ObjectStore>, StorePath) = match url {
             RepoUrl::File(path) => {
                 if !path.is_dir() {
@@ -85,11 +89,12 @@ impl Storage {
                     .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)));
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_client_options(client)
+                    .with_client_options(client.clone())
                     .with_retry(policy.object_store_config());
                 if std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1") {
                     builder = builder.with_allow_http(true);
                 }
+                s3_target = Some(unfinished::S3Target::from_builder(&builder, bucket, client));
                 let built = builder.build().map_err(|e| {
                     storage_error(e, url, "configuring S3").with_hint(
                         "check AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http endpoint)",
@@ -111,6 +116,7 @@ impl Storage {
         Ok(Storage {
             store,
             s3,
+            s3_target,
             root,
             url: url.clone(),
             policy,
