@@ -18,6 +18,9 @@
 //! - `Lost`: forwarded (moto acted on it), then reset instead of answering:
 //!   the outcome is ambiguous to the client, as after a real network loss.
 //!
+//! Kinds are drawn with weights (`set_weights`; stalls, which cost the
+//! client a whole time limit each, least often by default).
+//!
 //! A response without a body cannot be cut short: a `Truncated` draw on one
 //! is applied (and counted) as `Lost`.
 
@@ -122,8 +125,8 @@ struct State {
     /// Faults per million requests.
     rate_ppm: AtomicU32,
     enabled: AtomicBool,
-    /// Bit i set: `Fault::ALL[i]` may be drawn.
-    kinds: AtomicU32,
+    /// How often each of `Fault::ALL` is drawn, relative to the others.
+    weights: std::sync::Mutex<[u32; 5]>,
     next: AtomicU64,
     relayed: AtomicU64,
     unfaulted: AtomicU64,
@@ -139,6 +142,10 @@ pub struct FaultProxy {
 
 /// The longest a stalled request is held when the client never gives up.
 const STALL_MAX: Duration = Duration::from_secs(120);
+
+/// Reset, SlowDown, Stall, Truncated, Lost: a stall costs the client a whole
+/// time limit, so it is drawn less often than the others.
+const DEFAULT_WEIGHTS: [u32; 5] = [3, 3, 1, 2, 3];
 
 impl FaultProxy {
     /// A proxy in front of `upstream` (an `http://host:port` URL), faults
@@ -175,7 +182,7 @@ impl FaultProxy {
             seed,
             rate_ppm: AtomicU32::new((rate * 1e6) as u32),
             enabled: AtomicBool::new(false),
-            kinds: AtomicU32::new((1 << Fault::ALL.len()) - 1),
+            weights: std::sync::Mutex::new(DEFAULT_WEIGHTS),
             next: AtomicU64::new(0),
             relayed: AtomicU64::new(0),
             unfaulted: AtomicU64::new(0),
@@ -228,11 +235,15 @@ impl FaultProxy {
         self.state.enabled.store(on, Ordering::SeqCst);
     }
 
-    /// Only these kinds are drawn from now on.
-    pub fn set_kinds(&self, kinds: &[Fault]) {
-        let bits = kinds.iter().fold(0, |b, k| b | (1 << k.index()));
-        assert!(bits != 0, "at least one kind of fault");
-        self.state.kinds.store(bits, Ordering::SeqCst);
+    /// How often each kind is drawn from now on, relative to the others
+    /// (kinds not named are never drawn).
+    pub fn set_weights(&self, weights: &[(Fault, u32)]) {
+        let mut w = [0; 5];
+        for (kind, weight) in weights {
+            w[kind.index()] = *weight;
+        }
+        assert!(w.iter().sum::<u32>() > 0, "at least one kind of fault");
+        *self.state.weights.lock().unwrap() = w;
     }
 
     pub fn set_rate(&self, rate: f64) {
@@ -286,16 +297,15 @@ fn draw(state: &State, n: u64) -> (Option<Fault>, u64) {
     if (x % 1_000_000) as u32 >= state.rate_ppm.load(Ordering::SeqCst) {
         return (None, extra);
     }
-    let bits = state.kinds.load(Ordering::SeqCst);
-    let allowed: Vec<Fault> = Fault::ALL
-        .iter()
-        .copied()
-        .filter(|k| bits & (1 << k.index()) != 0)
-        .collect();
-    (
-        Some(allowed[((x >> 32) % allowed.len() as u64) as usize]),
-        extra,
-    )
+    let weights = *state.weights.lock().unwrap();
+    let mut pick = (x >> 32) % u64::from(weights.iter().sum::<u32>());
+    for (kind, weight) in Fault::ALL.iter().zip(weights) {
+        if pick < u64::from(weight) {
+            return (Some(*kind), extra);
+        }
+        pick -= u64::from(weight);
+    }
+    unreachable!("the pick is below the sum of the weights")
 }
 
 fn count(state: &State, kind: Fault) {
@@ -378,7 +388,7 @@ fn serve(conn: TcpStream, state: &State) {
                 Some(Fault::Truncated) if !response.body.is_empty() => {
                     count(state, Fault::Truncated);
                     let cut = (extra % response.body.len() as u64) as usize;
-                    let _ = conn.write_all(&response.head_bytes(None));
+                    let _ = conn.write_all(&response.head_bytes());
                     let _ = conn.write_all(&response.body[..cut]);
                     let _ = conn.flush();
                     let _ = conn.shutdown(Shutdown::Write);
@@ -389,7 +399,7 @@ fn serve(conn: TcpStream, state: &State) {
                     reset(conn);
                 }
                 None => {
-                    let _ = conn.write_all(&response.head_bytes(None));
+                    let _ = conn.write_all(&response.head_bytes());
                     let _ = conn.write_all(&response.body);
                     let _ = conn.flush();
                     state.relayed.fetch_add(1, Ordering::SeqCst);
@@ -424,7 +434,7 @@ fn drain_until_closed(conn: &TcpStream, limit: Duration) {
 fn forward(upstream: SocketAddr, request: &Message) -> std::io::Result<Message> {
     let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(10))?;
     up.set_read_timeout(Some(Duration::from_secs(60)))?;
-    up.write_all(&request.head_bytes(Some("close")))?;
+    up.write_all(&request.head_bytes())?;
     up.write_all(&request.body)?;
     up.flush()?;
     let mut reader = BufReader::new(up);
@@ -527,18 +537,17 @@ impl Message {
 
     /// The head as sent on: framed by Content-Length (bodies are read
     /// whole), `Connection: close`. A HEAD response keeps its own length.
-    fn head_bytes(&self, _connection: Option<&str>) -> Vec<u8> {
+    fn head_bytes(&self) -> Vec<u8> {
         let mut out = format!("{}\r\n", self.start);
         let keep_length = self.body.is_empty() && self.start.starts_with("HTTP/");
         for (k, v) in &self.headers {
             let lower = k.to_ascii_lowercase();
             let framing = lower == "transfer-encoding" || lower == "content-length";
-            if matches!(
+            let hop_by_hop = matches!(
                 lower.as_str(),
-                "connection" | "keep-alive" | "proxy-connection" | "expect"
-            ) || (framing && !keep_length)
-                || lower == "transfer-encoding"
-            {
+                "connection" | "keep-alive" | "proxy-connection" | "expect" | "transfer-encoding"
+            );
+            if hop_by_hop || (framing && !keep_length) {
                 continue;
             }
             out.push_str(&format!("{k}: {v}\r\n"));
