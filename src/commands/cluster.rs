@@ -68,7 +68,7 @@ impl LocalCluster {
 }
 
 pub fn open_repository(settings: &Settings) -> Result<Repository> {
-    let storage = Storage::open(&settings.repo.value, settings.timeout)?;
+    let storage = Storage::open(&settings.repo.value, settings.retry)?;
     Ok(Repository::new(storage, settings.cluster.value.clone()))
 }
 

@@ -238,7 +238,11 @@ async fn ask_server(pgdata: &Path) -> Result<(String, String)> {
 }
 
 async fn newest_backup_of(s: &crate::settings::Settings) -> Result<Option<(String, Duration)>> {
-    let storage = Storage::open(&s.repo.value, s.timeout.min(Duration::from_secs(10)))?;
+    let storage = Storage::open(
+        &s.repo.value,
+        s.retry
+            .with_attempt_timeout_at_most(Duration::from_secs(10)),
+    )?;
     let repo = Repository::new(storage, s.cluster.value.clone());
     Ok(repo.backups().await?.complete.pop().map(|m| {
         let age = (chrono::Utc::now() - m.stopped_at)

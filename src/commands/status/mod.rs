@@ -87,7 +87,7 @@ pub struct StatusReport {
 }
 
 pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<StatusReport> {
-    let storage = Storage::open(&settings.repo.value, settings.timeout)?;
+    let storage = Storage::open(&settings.repo.value, settings.retry)?;
     let names = match &opts.cluster {
         Some(name) => vec![name.clone()],
         None => cluster_prefixes(&storage).await?,
