@@ -841,9 +841,10 @@ fn full_disk_file_repository() {
             .collect();
         let err = full.stderr.to_lowercase();
         figures.push(format!(
-            "{spare} bytes spare: exit {:?}, {} staging files left",
+            "{spare} bytes spare: exit {:?}, {} staging files left, \"{}\"",
             full.code,
-            staging.len()
+            staging.len(),
+            full.reason()
         ));
         assert!(
             !full.ok() && !full.hung,
