@@ -172,6 +172,31 @@ impl Storage {
         }
     }
 
+    /// Runs an idempotent storage call, retrying it whole while it fails in
+    /// a way worth retrying. object_store retries a request that fails
+    /// before its answer; this also covers an answer's body cut short (a
+    /// small object's or a listing page's), which it hands back as an error.
+    async fn retrying<T, F, Fut>(&self, what: &str, key: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let started = std::time::Instant::now();
+        let mut backoff = retry::Backoff::new(&self.policy);
+        loop {
+            match self.bounded(what, key, call()).await {
+                Err(e)
+                    if self.s3.is_some() && retry::transient(&e) && backoff.may_retry(started) =>
+                {
+                    let pause = backoff.next_pause();
+                    tracing::debug!("{e}; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stores `data` under `key`, replacing nothing: if the key exists the
     /// result is an error of kind `Conflict`.
     ///
@@ -226,11 +251,9 @@ impl Storage {
     pub async fn put_replace(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         count(RequestKind::Write);
-        self.bounded(
-            "storing",
-            key,
-            self.store.put(&path, PutPayload::from(data)),
-        )
+        self.retrying("storing", key, || {
+            self.store.put(&path, PutPayload::from(data.clone()))
+        })
         .await?;
         self.written(key);
         Ok(())
@@ -238,10 +261,9 @@ impl Storage {
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key);
-        let store = self.store.clone();
         count(RequestKind::Read);
-        self.bounded("reading", key, async move {
-            store.get(&path).await?.bytes().await
+        self.retrying("reading", key, || async {
+            self.store.get(&path).await?.bytes().await
         })
         .await
     }
@@ -250,7 +272,7 @@ impl Storage {
         let path = self.path(key);
         count(RequestKind::Lookup);
         match self
-            .bounded("looking up", key, self.store.head(&path))
+            .retrying("looking up", key, || self.store.head(&path))
             .await
         {
             Ok(meta) => Ok(Some(ObjectInfo {
@@ -321,7 +343,9 @@ impl Storage {
                 ..Default::default()
             };
             let page = self
-                .bounded("listing", dir, s3.list_paginated(prefix.as_deref(), opts))
+                .retrying("listing", dir, || {
+                    s3.list_paginated(prefix.as_deref(), opts.clone())
+                })
                 .await?;
             all.common_prefixes.extend(page.result.common_prefixes);
             all.objects.extend(page.result.objects);
@@ -402,7 +426,9 @@ impl Storage {
     pub async fn blocking_reader(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
         let path = self.path(key);
         count(RequestKind::Read);
-        let result = self.bounded("reading", key, self.store.get(&path)).await?;
+        let result = self
+            .retrying("reading", key, || self.store.get(&path))
+            .await?;
         match result.payload {
             object_store::GetResultPayload::File(file, _) => {
                 Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
@@ -460,7 +486,7 @@ impl Storage {
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         count(RequestKind::Delete);
-        self.bounded("deleting", key, self.store.delete(&path))
+        self.retrying("deleting", key, || self.store.delete(&path))
             .await
     }
 }
@@ -500,5 +526,10 @@ fn storage_error(err: object_store::Error, url: &RepoUrl, what: &str) -> Error {
         }
         _ => ErrorKind::Storage,
     };
-    Error::new(kind, format!("{what} in {url}")).with_source(err)
+    let error = Error::new(kind, format!("{what} in {url}")).with_source(err);
+    if kind == ErrorKind::Storage {
+        error.with_hint(retry::UNREACHABLE_HINT)
+    } else {
+        error
+    }
 }

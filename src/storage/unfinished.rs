@@ -120,7 +120,10 @@ impl Storage {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorKind::Storage,
-                format!("listing unfinished uploads under {dir} in {}: {what}: {e}", self.url),
+                format!(
+                    "listing unfinished uploads under {dir} in {}: {what}: {e}",
+                    self.url
+                ),
             )
             .with_hint(super::retry::UNREACHABLE_HINT)
         };
@@ -180,9 +183,8 @@ impl Storage {
                     &String::from_utf8_lossy(&body),
                 ));
             }
-            let page: ListMultipartUploadsResult =
-                quick_xml::de::from_reader(body.as_ref())
-                    .map_err(|e| failed("reading the answer", &e))?;
+            let page: ListMultipartUploadsResult = quick_xml::de::from_reader(body.as_ref())
+                .map_err(|e| failed("reading the answer", &e))?;
             for upload in page.uploads {
                 found.push(UnfinishedUpload {
                     key: self.relative(&object_store::path::Path::from(upload.key.as_str())),
@@ -190,7 +192,11 @@ impl Storage {
                     started: upload.initiated,
                 });
             }
-            match (page.is_truncated, page.next_key_marker, page.next_upload_id_marker) {
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
                 (true, Some(key), Some(id)) => markers = Some((key, id)),
                 _ => return Ok(found),
             }
@@ -228,7 +234,10 @@ fn staging_files(root: &std::path::Path, dir: &str) -> Result<Vec<UnfinishedUplo
                 found.push(UnfinishedUpload {
                     key,
                     id: name,
-                    started: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
+                    started: meta
+                        .modified()
+                        .map(DateTime::<Utc>::from)
+                        .unwrap_or_default(),
                 });
             }
         }
