@@ -135,11 +135,7 @@ fn write_to_s3(url: &str, objects: Vec<(String, Vec<u8>)>) {
 
 /// The total of the `--stats` line: `pgproof <cmd>: storage requests: N (...)`.
 fn requests(out: &std::process::Output) -> u64 {
-    let err = stderr(out);
-    let line = err
-        .lines()
-        .find(|l| l.contains("storage requests: "))
-        .unwrap_or_else(|| panic!("no --stats line in:\n{err}"));
+    let line = stats_line(out);
     line.split("storage requests: ")
         .nth(1)
         .unwrap()
@@ -148,6 +144,14 @@ fn requests(out: &std::process::Output) -> u64 {
         .unwrap()
         .parse()
         .unwrap_or_else(|_| panic!("unreadable --stats line: {line}"))
+}
+
+fn stats_line(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    err.lines()
+        .find(|l| l.contains("storage requests: "))
+        .unwrap_or_else(|| panic!("no --stats line in:\n{err}"))
+        .to_string()
 }
 
 /// Runs `exe` in `cwd` (as archive_command runs in the data directory).
@@ -251,6 +255,7 @@ fn budget(backend: Backend) {
         status_time.as_secs_f64(),
         push_time.as_secs_f64()
     );
+    eprintln!("  {}\n  {}", stats_line(&status), stats_line(&push));
     if compare.is_some() {
         eprintln!("comparison run: budgets not asserted");
         return;
