@@ -32,9 +32,21 @@ pub struct Cli {
     /// The cluster's data directory
     #[arg(long, global = true, env = "PGPROOF_PGDATA", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
-    /// Time limit for each network step, e.g. 30s or 2m [default: 60s]
+    /// Time limit for each network step and each attempt of a storage request, e.g. 30s [default: 60s]
     #[arg(long, global = true, env = "PGPROOF_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// How many times a failed storage request is retried [default: 8]
+    #[arg(long, global = true, env = "PGPROOF_RETRIES", value_name = "N")]
+    pub retries: Option<usize>,
+    /// No storage retry starts this long after a request's first attempt,
+    /// e.g. 2m [default: 2m]
+    #[arg(
+        long,
+        global = true,
+        env = "PGPROOF_RETRY_DEADLINE",
+        value_name = "DURATION"
+    )]
+    pub retry_deadline: Option<String>,
     /// Socket directory or host of the server, overriding PGDATA/postmaster.pid
     #[arg(long, global = true, env = "PGPROOF_PGHOST", value_name = "HOST")]
     pub pghost: Option<String>,
@@ -785,6 +797,13 @@ fn overrides(cli: &Cli, m: &ArgMatches) -> Overrides {
             "timeout",
             "--timeout",
             "PGPROOF_TIMEOUT",
+        ),
+        retries: cli.retries,
+        retry_deadline: sourced(
+            cli.retry_deadline.clone(),
+            "retry_deadline",
+            "--retry-deadline",
+            "PGPROOF_RETRY_DEADLINE",
         ),
         host: cli
             .pghost

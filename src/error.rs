@@ -116,6 +116,11 @@ impl Error {
         self.kind
     }
 
+    /// The underlying error, if any (what `with_source` was given).
+    pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -6,7 +6,7 @@
 use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::ClusterName;
-use crate::storage::{DEFAULT_TIMEOUT, RepoUrl};
+use crate::storage::{DEFAULT_TIMEOUT, RepoUrl, RetryPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub repo: Option<String>,
     pub compression: Option<String>,
     pub timeout: Option<String>,
+    pub retries: Option<usize>,
+    pub retry_deadline: Option<String>,
     pub push_ahead: Option<usize>,
     pub prefetch: Option<usize>,
     /// Server binaries for commands that start PostgreSQL; may hold `{major}`.
@@ -168,6 +170,8 @@ pub struct Overrides {
     pub compression: Option<Sourced<String>>,
     pub pgdata: Option<Sourced<PathBuf>>,
     pub timeout: Option<Sourced<String>>,
+    pub retries: Option<usize>,
+    pub retry_deadline: Option<Sourced<String>>,
     pub host: Option<Sourced<String>>,
     pub port: Option<Sourced<u16>>,
     pub push_ahead: Option<usize>,
@@ -197,7 +201,9 @@ pub struct Settings {
     pub host: Option<Sourced<String>>,
     /// Port overriding postmaster.pid.
     pub port: Option<Sourced<u16>>,
+    /// Each network step's time limit; also each storage request's attempt.
     pub timeout: Duration,
+    pub retry: RetryPolicy,
     pub push_ahead: usize,
     pub prefetch: usize,
     /// Where to look first for the server binaries (`{major}` is replaced).
@@ -284,6 +290,7 @@ impl Settings {
                 .clone()
                 .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin()))),
         )?;
+        let retry = retry_policy(over, &file, timeout, &file_origin)?;
 
         Ok(Settings {
             cluster: cluster_name,
@@ -303,6 +310,7 @@ impl Settings {
                     .map(|p| Sourced::new(p, file_origin()))
             }),
             timeout,
+            retry,
             push_ahead: over
                 .push_ahead
                 .or(file.push_ahead)
@@ -337,6 +345,7 @@ impl Settings {
 pub struct RepositorySettings {
     pub repo: Sourced<RepoUrl>,
     pub timeout: Duration,
+    pub retry: RetryPolicy,
     pub config_file: Option<PathBuf>,
 }
 
@@ -367,9 +376,11 @@ impl RepositorySettings {
                 .clone()
                 .or_else(|| file.timeout.clone().map(|t| Sourced::new(t, file_origin()))),
         )?;
+        let retry = retry_policy(over, &file, timeout, &file_origin)?;
         Ok(RepositorySettings {
             repo,
             timeout,
+            retry,
             config_file,
         })
     }
@@ -404,6 +415,31 @@ fn timeout(text: Option<Sourced<String>>) -> Result<Duration> {
         }
         None => Ok(DEFAULT_TIMEOUT),
     }
+}
+
+/// Storage retries: `--retries` and `--retry-deadline` over the file's
+/// `retries` and `retry_deadline`; each attempt has `timeout`.
+fn retry_policy(
+    over: &Overrides,
+    file: &FileConfig,
+    timeout: Duration,
+    file_origin: &dyn Fn() -> Origin,
+) -> Result<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let deadline = match over.retry_deadline.clone().or_else(|| {
+        file.retry_deadline
+            .clone()
+            .map(|t| Sourced::new(t, file_origin()))
+    }) {
+        Some(t) => parse_duration(&t.value)
+            .map_err(|e| e.context(format!("retry deadline from {}", t.origin)))?,
+        None => defaults.deadline,
+    };
+    Ok(RetryPolicy {
+        attempt_timeout: timeout,
+        retries: over.retries.or(file.retries).unwrap_or(defaults.retries),
+        deadline,
+    })
 }
 
 fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {

@@ -69,7 +69,7 @@ impl LocalCluster {
 pub fn open_repository(settings: &Settings) -> Result<Repository> {
     crate::repo::open(
         &settings.repo.value,
-        settings.timeout,
+        settings.retry,
         settings.cluster.value.clone(),
     )
 }

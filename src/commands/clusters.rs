@@ -238,7 +238,8 @@ async fn ask_server(pgdata: &Path) -> Result<(String, String)> {
 async fn newest_backup_of(s: &crate::settings::Settings) -> Result<Option<(String, Duration)>> {
     let repo = crate::repo::open(
         &s.repo.value,
-        s.timeout.min(Duration::from_secs(10)),
+        s.retry
+            .with_attempt_timeout_at_most(Duration::from_secs(10)),
         s.cluster.value.clone(),
     )?;
     Ok(repo.backups().await?.complete.pop().map(|m| {

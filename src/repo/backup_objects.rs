@@ -6,6 +6,7 @@ use super::manifest::Manifest;
 use super::{Repository, document, layout};
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::ObjectInfo;
+use crate::storage::ObjectWriter;
 use bytes::Bytes;
 
 impl Repository {
@@ -27,22 +28,12 @@ impl Repository {
         Ok(key)
     }
 
-    /// A streaming upload of one part of a backup; the part appears only
-    /// once the writer is shut down. Call `part_written` after that.
-    pub fn backup_part_writer(
-        &self,
-        binding: &str,
-        backup: &str,
-        part: &str,
-    ) -> object_store::buffered::BufWriter {
+    /// A streaming upload of one part of a backup (see `Storage::writer`):
+    /// the part appears only once the writer is finished; dropped
+    /// unfinished, the upload is aborted.
+    pub fn backup_part_writer(&self, binding: &str, backup: &str, part: &str) -> ObjectWriter {
         self.storage
             .writer(&layout::backup_part(&self.cluster, binding, backup, part))
-    }
-
-    /// To be called once a part's upload completed.
-    pub fn part_written(&self, binding: &str, backup: &str, part: &str) {
-        self.storage
-            .written(&layout::backup_part(&self.cluster, binding, backup, part));
     }
 
     /// A streaming read of one part of a backup, for a blocking thread. A

@@ -78,14 +78,24 @@ pub fn expected_files(files: &[FileEntry]) -> Expected {
 }
 
 /// Hashes the stored bytes as they stream past, to compare with the manifest.
+/// A failure of the storage itself is kept aside: the decoder and the tar
+/// reader above may reword it, and it must not be reported as damage.
 struct HashingReader<R: Read> {
     inner: R,
     hasher: Hasher,
+    storage_failure: std::sync::Arc<std::sync::Mutex<Option<Error>>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            if let Some(failure) = crate::storage::read_failure(e) {
+                *self.storage_failure.lock().expect("not poisoned") =
+                    Some(Error::new(failure.kind(), failure.to_string()).with_hint(
+                        "the repository could not be read; check that it is reachable and run the command again",
+                    ));
+            }
+        })?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -156,16 +166,19 @@ pub fn read_part(
     std::thread::scope(|scope| {
         let (chunk_tx, chunk_rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
-        let producer = scope.spawn(move || -> std::io::Result<Option<Checksum>> {
+        let producer = scope.spawn(move || -> Result<std::io::Result<Option<Checksum>>> {
             let mut hashing = HashingReader {
                 inner: reader,
                 hasher: Hasher::new(),
+                storage_failure: Default::default(),
             };
-            let mut decoder = match compression.decoder(&mut hashing) {
+            let storage_failure = hashing.storage_failure.clone();
+            let failed = move || storage_failure.lock().expect("not poisoned").take();
+            let mut decoder = match compression.decoder(&mut hashing).map_err(|e| e.to_string()) {
                 Ok(d) => d,
                 Err(e) => {
-                    let _ = chunk_tx.send(Err(std::io::Error::other(e.to_string())));
-                    return Ok(None);
+                    let _ = chunk_tx.send(Err(std::io::Error::other(e)));
+                    return failed().map_or(Ok(Ok(None)), Err);
                 }
             };
             loop {
@@ -175,7 +188,8 @@ pub fn read_part(
                     Ok(n) => n,
                     Err(e) => {
                         let _ = chunk_tx.send(Err(e));
-                        return Ok(None);
+                        drop(decoder);
+                        return failed().map_or(Ok(Ok(None)), Err);
                     }
                 };
                 if n == 0 {
@@ -184,14 +198,16 @@ pub fn read_part(
                 buf.truncate(n);
                 if chunk_tx.send(Ok(buf)).is_err() {
                     // The checking side stopped (it found a problem).
-                    return Ok(None);
+                    return Ok(Ok(None));
                 }
             }
             drop(decoder);
             drop(chunk_tx);
             // What the decoder left (nothing, or trailing bytes) is part of the object too.
-            std::io::copy(&mut hashing, &mut std::io::sink())?;
-            Ok(Some(hashing.hasher.finish()))
+            if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
+                return failed().map_or(Ok(Err(e)), Err);
+            }
+            Ok(Ok(Some(hashing.hasher.finish())))
         });
         let stream = ChunkReader {
             chunks: chunk_rx,
@@ -203,7 +219,7 @@ pub fn read_part(
         let walked = walk_tar(stream, part, expected, key, sink, &corrupt);
         let stored = producer
             .join()
-            .map_err(|_| Error::corrupt(format!("reading part {key} failed")))?;
+            .map_err(|_| Error::corrupt(format!("reading part {key} failed")))??;
         let totals = walked?;
         match stored {
             Ok(Some(sum)) if sum == stored_checksum => Ok(totals),

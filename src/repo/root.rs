@@ -5,8 +5,7 @@
 
 use super::{ClusterName, Repository, layout};
 use crate::error::Result;
-use crate::storage::{RepoUrl, Storage};
-use std::time::Duration;
+use crate::storage::{RepoUrl, RetryPolicy, Storage};
 
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -14,9 +13,9 @@ pub struct Root {
 }
 
 impl Root {
-    pub fn open(url: &RepoUrl, timeout: Duration) -> Result<Root> {
+    pub fn open(url: &RepoUrl, policy: RetryPolicy) -> Result<Root> {
         Ok(Root {
-            storage: Storage::open(url, timeout)?,
+            storage: Storage::open(url, policy)?,
         })
     }
 
@@ -52,6 +51,6 @@ impl Root {
 }
 
 /// Opens the repository at `url` and the prefix of `cluster` in it.
-pub fn open(url: &RepoUrl, timeout: Duration, cluster: ClusterName) -> Result<Repository> {
-    Ok(Root::open(url, timeout)?.cluster(cluster))
+pub fn open(url: &RepoUrl, policy: RetryPolicy, cluster: ClusterName) -> Result<Repository> {
+    Ok(Root::open(url, policy)?.cluster(cluster))
 }

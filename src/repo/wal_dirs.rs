@@ -400,7 +400,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let storage = Storage::open(
                 &RepoUrl::File(dir.path().to_path_buf()),
-                std::time::Duration::from_secs(30),
+                crate::storage::RetryPolicy::default(),
             )
             .unwrap();
             let repo = Repository::new(storage.clone(), layout::ClusterName::new("c").unwrap());

@@ -1,12 +1,15 @@
 //! Storage: one interface over every backend (a filesystem path, S3 and
-//! S3-compatible stores), built on `object_store`. Every call is bounded in
-//! time, and failures carry the object's key and the repository's URL.
+//! S3-compatible stores), built on `object_store`. Every request is bounded
+//! in time per attempt and retried by one policy (`RetryPolicy`); failures
+//! carry the object's key and the repository's URL.
 //!
 //! Storage knows nothing of PostgreSQL, codecs or commands: it moves named
 //! bytes. Keys are relative to the repository root and are built only by
 //! `repo::layout`.
 
+mod retry;
 pub mod stats;
+mod upload;
 pub mod url;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -23,6 +26,13 @@ pub use url::RepoUrl;
 /// How long one network step may take before it counts as failed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+pub use retry::RetryPolicy;
+pub use upload::ObjectWriter;
+
+/// The most keys one listing request asks for: S3's own maximum, so a
+/// page is one request whatever the store's default.
+const LIST_PAGE: usize = 1000;
+
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     /// Key relative to the repository root.
@@ -35,8 +45,11 @@ pub struct ObjectInfo {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     root: StorePath,
+    /// The same store as `store`, for what only S3 offers (paginated
+    /// listings, resuming an ambiguous conditional create).
+    s3: Option<Arc<object_store::aws::AmazonS3>>,
     url: RepoUrl,
-    timeout: Duration,
+    policy: RetryPolicy,
     /// For a filesystem repository written by root: the owner of its
     /// directory, given every file and directory pgproof creates, so that
     /// the archiver (running as the PostgreSQL user) can keep writing.
@@ -46,7 +59,8 @@ pub struct Storage {
 impl Storage {
     /// Opens the repository at `url`. A filesystem repository's directory
     /// must already exist: creating it would hide an unmounted volume.
-    pub fn open(url: &RepoUrl, timeout: Duration) -> Result<Storage> {
+    pub fn open(url: &RepoUrl, policy: RetryPolicy) -> Result<Storage> {
+        let mut s3 = None;
         let (store, root): (Arc<dyn ObjectStore>, StorePath) = match url {
             RepoUrl::File(path) => {
                 if !path.is_dir() {
@@ -67,26 +81,23 @@ impl Storage {
             }
             RepoUrl::S3 { bucket, prefix } => {
                 let client = object_store::ClientOptions::new()
-                    .with_timeout(timeout)
-                    .with_connect_timeout(timeout.min(Duration::from_secs(10)));
-                let retry = object_store::RetryConfig {
-                    max_retries: 3,
-                    retry_timeout: timeout,
-                    ..Default::default()
-                };
+                    .with_timeout(policy.attempt_timeout)
+                    .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)));
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(client)
-                    .with_retry(retry);
+                    .with_retry(policy.object_store_config());
                 if std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1") {
                     builder = builder.with_allow_http(true);
                 }
-                let s3 = builder.build().map_err(|e| {
+                let built = builder.build().map_err(|e| {
                     storage_error(e, url, "configuring S3").with_hint(
                         "check AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http endpoint)",
                     )
                 })?;
-                (Arc::new(s3), StorePath::from(prefix.as_str()))
+                let store = Arc::new(built);
+                s3 = Some(store.clone());
+                (store, StorePath::from(prefix.as_str()))
             }
         };
         let local_owner = match url {
@@ -99,9 +110,10 @@ impl Storage {
         };
         Ok(Storage {
             store,
+            s3,
             root,
             url: url.clone(),
-            timeout,
+            policy,
             local_owner,
         })
     }
@@ -131,40 +143,75 @@ impl Storage {
         }
     }
 
+    /// Runs one storage call (object_store retrying within it) under the
+    /// policy's backstop: however a request hangs, the call ends.
     async fn bounded<T>(
         &self,
         what: &str,
         key: &str,
         fut: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let limit = self.policy.backstop();
+        match tokio::time::timeout(limit, fut).await {
             Ok(result) => result.map_err(|e| storage_error(e, &self.url, &format!("{what} {key}"))),
             Err(_) => Err(Error::new(
                 ErrorKind::Storage,
                 format!(
-                    "{what} {key} in {} timed out after {:?}",
-                    self.url, self.timeout
+                    "{what} {key} in {} did not finish within {}",
+                    self.url,
+                    crate::report::duration(limit)
                 ),
             )
-            .with_hint("check that the repository is reachable; raise --timeout for slow links")),
+            .with_hint(retry::UNREACHABLE_HINT)),
         }
     }
 
     /// Stores `data` under `key`, replacing nothing: if the key exists the
     /// result is an error of kind `Conflict`.
+    ///
+    /// A conditional create is not retried by object_store once it may have
+    /// reached the store (a timeout, a dropped connection). It is retried
+    /// here; if the retry finds the key taken, the object is read back, and
+    /// the same bytes mean the earlier attempt stored it.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
         let path = self.path(key);
-        count(RequestKind::Write);
-        self.bounded(
-            "storing",
-            key,
-            self.store.put_opts(&path, PutPayload::from(data), opts),
-        )
-        .await?;
+        let started = std::time::Instant::now();
+        let mut backoff = retry::Backoff::new(&self.policy);
+        let mut ambiguous = false;
+        loop {
+            count(RequestKind::Write);
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let attempt = self
+                .bounded(
+                    "storing",
+                    key,
+                    self.store
+                        .put_opts(&path, PutPayload::from(data.clone()), opts),
+                )
+                .await;
+            match attempt {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Conflict && ambiguous => {
+                    if self.get(key).await? == data {
+                        tracing::debug!("{key}: an earlier attempt had stored it");
+                        break;
+                    }
+                    return Err(e);
+                }
+                Err(e)
+                    if self.s3.is_some() && retry::transient(&e) && backoff.may_retry(started) =>
+                {
+                    ambiguous = true;
+                    let pause = backoff.next_pause();
+                    tracing::debug!("{e}; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.written(key);
         Ok(())
     }
@@ -212,27 +259,25 @@ impl Storage {
 
     /// Objects directly inside the directory-like prefix `dir` (not recursive).
     pub async fn list_dir(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
-        let path = self.path(dir);
-        count(RequestKind::List);
-        let listing = self
-            .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
-            .await?;
+        let listing = self.list_pages(dir, true).await?;
         Ok(listing.objects.into_iter().map(|m| self.info(m)).collect())
     }
 
     /// The names of the directory-like prefixes directly inside `dir`
     /// (`""` for the repository's root).
     pub async fn list_subdirs(&self, dir: &str) -> Result<Vec<String>> {
-        let path = self.path(dir);
-        count(RequestKind::List);
-        let listing = self
-            .bounded("listing", dir, self.store.list_with_delimiter(Some(&path)))
-            .await?;
+        let listing = self.list_pages(dir, true).await?;
         Ok(listing
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())
+    }
+
+    /// Every object under `prefix`, recursively.
+    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let listing = self.list_pages(prefix, false).await?;
+        Ok(listing.objects.into_iter().map(|m| self.info(m)).collect())
     }
 
     fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
@@ -243,31 +288,91 @@ impl Storage {
         }
     }
 
-    /// Every object under `prefix`, recursively.
-    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let path = self.path(prefix);
-        count(RequestKind::List);
-        let stream = self.store.list(Some(&path));
-        let metas: Vec<_> = self
-            .bounded("listing", prefix, stream.try_collect::<Vec<_>>())
-            .await?;
-        Ok(metas.into_iter().map(|m| self.info(m)).collect())
+    /// A listing of `dir`, one request per page of at most `LIST_PAGE`
+    /// keys, each page under its own time limit: a listing of any size
+    /// completes as long as each page does. With `delimited`, only what is
+    /// directly inside `dir` (its objects and subdirectory names).
+    async fn list_pages(&self, dir: &str, delimited: bool) -> Result<object_store::ListResult> {
+        let path = self.path(dir);
+        let Some(s3) = &self.s3 else {
+            return self.list_local(&path, dir, delimited).await;
+        };
+        use object_store::list::{PaginatedListOptions, PaginatedListStore};
+        // Paginated listings take the prefix as given: a directory's ends in its delimiter.
+        let prefix = (!path.as_ref().is_empty()).then(|| format!("{path}/"));
+        let mut all = object_store::ListResult {
+            common_prefixes: Vec::new(),
+            objects: Vec::new(),
+            extensions: Default::default(),
+        };
+        let mut page_token = None;
+        loop {
+            count(RequestKind::List);
+            let opts = PaginatedListOptions {
+                delimiter: delimited.then_some("/".into()),
+                max_keys: Some(LIST_PAGE),
+                page_token: page_token.take(),
+                ..Default::default()
+            };
+            let page = self
+                .bounded("listing", dir, s3.list_paginated(prefix.as_deref(), opts))
+                .await?;
+            all.common_prefixes.extend(page.result.common_prefixes);
+            all.objects.extend(page.result.objects);
+            match page.page_token {
+                Some(token) => page_token = Some(token),
+                None => return Ok(all),
+            }
+        }
     }
 
-    /// A streaming upload (multipart once past the buffer): memory stays at
-    /// the buffer and the parts in flight, whatever the object's size. The
-    /// object appears when the writer is shut down, never half-written.
+    /// A filesystem repository's listing: one directory read, or a walk
+    /// whose every step is bounded.
+    async fn list_local(
+        &self,
+        path: &StorePath,
+        dir: &str,
+        delimited: bool,
+    ) -> Result<object_store::ListResult> {
+        count(RequestKind::List);
+        if delimited {
+            return self
+                .bounded("listing", dir, self.store.list_with_delimiter(Some(path)))
+                .await;
+        }
+        let mut stream = self.store.list(Some(path));
+        let mut objects = Vec::new();
+        while let Some(meta) = self
+            .bounded("listing", dir, async { stream.try_next().await })
+            .await?
+        {
+            objects.push(meta);
+        }
+        Ok(object_store::ListResult {
+            common_prefixes: Vec::new(),
+            objects,
+            extensions: Default::default(),
+        })
+    }
+
+    /// A streaming upload (multipart once past the buffer), written from a
+    /// blocking thread: memory stays at the buffer and the parts in flight,
+    /// whatever the object's size. The object appears when the writer is
+    /// finished, never half-written; dropped unfinished, the upload is
+    /// aborted.
     ///
     /// 5 MiB is S3's smallest part. Two parts in flight keep a link busy;
     /// object_store's default of eight let a slow disk hold 64 MiB per
     /// writer (backups peaked at 88 MiB).
-    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
-        object_store::buffered::BufWriter::with_capacity(
+    pub fn writer(&self, key: &str) -> ObjectWriter {
+        count(RequestKind::Write);
+        let upload = object_store::buffered::BufWriter::with_capacity(
             self.store.clone(),
             self.path(key),
             5 << 20,
         )
-        .with_max_concurrency(2)
+        .with_max_concurrency(2);
+        ObjectWriter::new(self, key, upload)
     }
 
     /// To be called once an object is complete (the `put` methods do it):
@@ -297,8 +402,15 @@ impl Storage {
                 Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
             }
             object_store::GetResultPayload::Stream(stream) => {
-                let reader =
-                    tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
+                let url = self.url.clone();
+                let key = key.to_string();
+                let reader = tokio_util::io::StreamReader::new(stream.map_err(move |e| {
+                    std::io::Error::other(ReadFailed(storage_error(
+                        e,
+                        &url,
+                        &format!("reading {key}"),
+                    )))
+                }));
                 Ok(Box::new(tokio_util::io::SyncIoBridge::new(reader)))
             }
         }
@@ -345,6 +457,27 @@ impl Storage {
         self.bounded("deleting", key, self.store.delete(&path))
             .await
     }
+}
+
+/// A download that failed mid-way after object_store's retries (which
+/// resume from the last byte received): the storage's failure, not the
+/// data's, carried through readers that see only `std::io::Error`.
+#[derive(Debug)]
+pub struct ReadFailed(pub Error);
+
+impl std::fmt::Display for ReadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ReadFailed {}
+
+/// The storage failure inside `err`, if reading from storage is what failed.
+pub fn read_failure(err: &std::io::Error) -> Option<&Error> {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<ReadFailed>())
+        .map(|f| &f.0)
 }
 
 /// object_store's staging file names: `<name>#<digits>`.

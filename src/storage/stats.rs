@@ -1,9 +1,9 @@
 //! How many requests this process made to storage, by kind: what `--stats`
 //! and `-vv` print, and what the request-budget tests hold commands to.
 //!
-//! Counted where a request is issued, one per HTTP request on object
-//! storage (each page of a listing, each part of an upload) and one per
-//! file-system call on a local repository. Retries object_store makes of a
+//! Counted where a request is issued: one per HTTP request on object
+//! storage (each page of a listing; an upload once, however many parts it
+//! has) and one per call on a local repository. Retries object_store makes of a
 //! failed request are not counted: they are the network's cost, not the
 //! command's.
 

@@ -22,16 +22,15 @@ use crate::pg::backup_label::BackupLabel;
 use crate::pg::lsn::Lsn;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::progress::{Progress, Unit};
+use crate::repo::Repository;
 use crate::repo::lock::HeldLock;
 use crate::repo::manifest::{Manifest, Part};
 use crate::repo::wal::WalListings;
-use crate::repo::{Repository, layout};
 use crate::report;
 use crate::settings::Settings;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::io::SyncIoBridge;
 
 #[derive(Debug, Clone)]
 pub struct BackupPushOptions {
@@ -68,16 +67,27 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         server: &server,
         binding: &binding.id,
         lock: &lock,
+        cancel: parallel::Cancel::default(),
     };
-    // Interrupted: the backup's future is dropped, which cancels the parts;
-    // closing the session below makes the server end backup mode.
-    let outcome = tokio::select! {
-        outcome = backup.run() => outcome,
-        signal = interruption() => Err(Error::new(
-            ErrorKind::Interrupted,
-            format!("pgproof received {signal}; the backup was abandoned and has no manifest"),
-        )
-        .with_hint("run backup-push again")),
+    // Interrupted: the parts are cancelled and given a moment to abort their
+    // uploads (an abandoned multipart upload stays billed in the bucket);
+    // then the backup's future is dropped, and closing the session below
+    // makes the server end backup mode.
+    let outcome = {
+        let running = backup.run();
+        tokio::pin!(running);
+        tokio::select! {
+        outcome = &mut running => outcome,
+        signal = interruption() => {
+            backup.cancel.set();
+            let _ = tokio::time::timeout(parallel::WIND_DOWN, &mut running).await;
+            Err(Error::new(
+                ErrorKind::Interrupted,
+                format!("pgproof received {signal}; the backup was abandoned and has no manifest"),
+            )
+            .with_hint("run backup-push again"))
+        }
+        }
     };
     drop(server);
     // Released whatever happened: a lock left behind stops the next backup
@@ -106,6 +116,7 @@ struct Backup<'a> {
     server: &'a VerifiedServer,
     binding: &'a str,
     lock: &'a HeldLock,
+    cancel: parallel::Cancel,
 }
 
 impl Backup<'_> {
@@ -118,6 +129,7 @@ impl Backup<'_> {
             server,
             binding,
             lock,
+            ..
         } = *self;
         let started = Instant::now();
         let major = local.control.major;
@@ -142,7 +154,17 @@ impl Backup<'_> {
                 block_size: local.control.block_size,
                 backup_start: start_lsn,
             });
-        let result = copy_files(settings, repo, binding, &name, local, opts, verification).await;
+        let result = copy_files(
+            settings,
+            repo,
+            binding,
+            &name,
+            local,
+            opts,
+            verification,
+            self.cancel.clone(),
+        )
+        .await;
         // Always end backup mode, even when copying failed.
         let stop = backup_api::stop(conn, major, settings.timeout).await;
         let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
@@ -251,6 +273,7 @@ async fn copy_files(
     local: &LocalCluster,
     opts: &BackupPushOptions,
     verification: Option<parts::PageVerification>,
+    cancel: parallel::Cancel,
 ) -> Result<Copied> {
     let pgdata = local.pgdata.clone();
     let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
@@ -272,39 +295,37 @@ async fn copy_files(
     let (repo, binding, name) = (repo.clone(), binding.to_string(), name.to_string());
     let on_progress = progress.clone();
     let part_files = files.clone();
-    let written = parallel::run(plans, opts.jobs, move |plan: parts::PartPlan, cancel| {
-        let key = layout::backup_part(repo.cluster(), &binding, &name, &plan.name);
-        let mut bridge = SyncIoBridge::new(repo.backup_part_writer(&binding, &name, &plan.name));
-        let add = |n: u64| on_progress.add(n);
-        let part = parts::write_part(
-            &part_files,
-            &plan,
-            compression,
-            verification,
-            cancel,
-            &mut bridge,
-            &add,
-        );
-        let result = match part {
-            Ok((result, _)) => result,
-            Err(e) => {
-                // An unfinished multipart upload would cost storage until
-                // a lifecycle rule removed it.
-                let mut writer = bridge.into_inner();
-                let _ = tokio::runtime::Handle::current().block_on(writer.abort());
-                return Err(e.context(format!("part {}", plan.name)));
-            }
-        };
-        bridge.shutdown().map_err(|e| {
-            Error::new(
-                ErrorKind::Storage,
-                format!("part {}: completing the upload of {key}", plan.name),
-            )
-            .with_source(e)
-        })?;
-        repo.part_written(&binding, &name, &plan.name);
-        Ok((plan, result))
-    })
+    let written = parallel::run(
+        plans,
+        opts.jobs,
+        cancel,
+        move |plan: parts::PartPlan, cancel| {
+            let mut writer = repo.backup_part_writer(&binding, &name, &plan.name);
+            let add = |n: u64| on_progress.add(n);
+            let part = parts::write_part(
+                &part_files,
+                &plan,
+                compression,
+                verification,
+                cancel,
+                &mut writer,
+                &add,
+            );
+            let result = match part {
+                Ok((result, _)) => result,
+                Err(e) => {
+                    // The upload's own failure says more than the write error it caused.
+                    let failure = writer.storage_failure().unwrap_or(e);
+                    writer.abort();
+                    return Err(failure.context(format!("part {}", plan.name)));
+                }
+            };
+            writer
+                .finish()
+                .map_err(|e| e.context(format!("part {}", plan.name)))?;
+            Ok((plan, result))
+        },
+    )
     .await;
     let mut by_plan = match written {
         Ok(done) => done,

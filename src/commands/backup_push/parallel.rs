@@ -19,7 +19,7 @@ impl Cancel {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn set(&self) {
+    pub fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
@@ -33,23 +33,23 @@ impl Drop for CancelOnDrop {
 }
 
 /// How long parts still running after a failure get to notice it (one
-/// read and one storage request each); past it the failure is reported
-/// anyway and they end with the process.
-const WIND_DOWN: Duration = Duration::from_secs(10);
+/// read and one storage request each, an upload's abort); past it the
+/// failure is reported anyway and they end with the process.
+pub const WIND_DOWN: Duration = Duration::from_secs(10);
 
 fn cancelled() -> Error {
     Error::new(ErrorKind::LocalIo, "cancelled: another part failed")
 }
 
 /// Runs `work` on every item, `jobs` at a time; the results in the order
-/// they finished, or the first failure.
-pub async fn run<I, T, F>(items: Vec<I>, jobs: usize, work: F) -> Result<Vec<T>>
+/// they finished, or the first failure. Setting `cancel` from outside ends
+/// the run as a failure does.
+pub async fn run<I, T, F>(items: Vec<I>, jobs: usize, cancel: Cancel, work: F) -> Result<Vec<T>>
 where
     I: Send + 'static,
     T: Send + 'static,
     F: Fn(I, &Cancel) -> Result<T> + Send + Sync + 'static,
 {
-    let cancel = Cancel::default();
     let _guard = CancelOnDrop(cancel.clone());
     let work = Arc::new(work);
     let mut running = futures::stream::iter(items.into_iter().map(|item| {
@@ -99,23 +99,28 @@ mod tests {
         let begun = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicUsize::new(0));
         let (b, st) = (begun.clone(), stopped.clone());
-        let result = run(vec![0, 1, 2, 3], 2, move |item, cancel| {
-            b.fetch_add(1, Ordering::SeqCst);
-            if item == 0 {
-                std::thread::sleep(Duration::from_millis(200));
-                return Err(Error::new(ErrorKind::LocalIo, "reading base/1/1234"));
-            }
-            // A long part: reads until told to stop.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if cancel.is_set() {
-                    st.fetch_add(1, Ordering::SeqCst);
-                    return Err(cancelled());
+        let result = run(
+            vec![0, 1, 2, 3],
+            2,
+            Cancel::default(),
+            move |item, cancel| {
+                b.fetch_add(1, Ordering::SeqCst);
+                if item == 0 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    return Err(Error::new(ErrorKind::LocalIo, "reading base/1/1234"));
                 }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(item)
-        })
+                // A long part: reads until told to stop.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if cancel.is_set() {
+                        st.fetch_add(1, Ordering::SeqCst);
+                        return Err(cancelled());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(item)
+            },
+        )
         .await;
         let err = result.unwrap_err();
         assert_eq!(err.message(), "reading base/1/1234");
@@ -131,7 +136,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_result_when_nothing_fails() {
-        let mut done = run(vec![3, 1, 2], 2, |i, _| Ok(i * 10)).await.unwrap();
+        let mut done = run(vec![3, 1, 2], 2, Cancel::default(), |i, _| Ok(i * 10))
+            .await
+            .unwrap();
         done.sort();
         assert_eq!(done, vec![10, 20, 30]);
     }

@@ -88,7 +88,7 @@ pub struct StatusReport {
 }
 
 pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<StatusReport> {
-    let root = Root::open(&settings.repo.value, settings.timeout)?;
+    let root = Root::open(&settings.repo.value, settings.retry)?;
     let names = match &opts.cluster {
         Some(name) => vec![name.clone()],
         None => root.cluster_prefixes().await?,
