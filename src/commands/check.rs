@@ -217,27 +217,14 @@ fn finish(steps: Steps, settings: Option<&Settings>) -> Result<()> {
 
 /// Writes, reads back and removes a small object under the cluster's prefix.
 async fn probe_repository(repo: &Repository) -> Result<()> {
-    let key = crate::repo::layout::check_probe(
-        repo.cluster(),
-        &format!(
-            "{}-{}",
-            hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ),
+    let token = format!(
+        "{}-{}",
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
     );
-    let body = bytes::Bytes::from(format!("pgproof check {}\n", chrono::Utc::now()));
-    repo.storage().put_replace(&key, body.clone()).await?;
-    let back = repo.storage().get(&key).await;
-    repo.storage().delete(&key).await?;
-    if back? != body {
-        return Err(Error::new(
-            ErrorKind::Storage,
-            format!("{key} read back differently from what was written"),
-        ));
-    }
-    Ok(())
+    repo.probe(&token).await
 }
 
 async fn check_binding(repo: &Repository, local: &LocalCluster) -> Result<Option<Binding>> {

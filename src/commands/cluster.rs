@@ -8,7 +8,6 @@ use crate::pg::server::{Connection, Endpoint, ServerIdentity};
 use crate::repo::identity::Binding;
 use crate::repo::{Bound, Repository};
 use crate::settings::{self, Origin, Settings, Sourced};
-use crate::storage::Storage;
 use std::path::PathBuf;
 
 /// A data directory and what its pg_control says.
@@ -68,8 +67,11 @@ impl LocalCluster {
 }
 
 pub fn open_repository(settings: &Settings) -> Result<Repository> {
-    let storage = Storage::open(&settings.repo.value, settings.retry)?;
-    Ok(Repository::new(storage, settings.cluster.value.clone()))
+    crate::repo::open(
+        &settings.repo.value,
+        settings.retry,
+        settings.cluster.value.clone(),
+    )
 }
 
 /// Binds an empty prefix to the local cluster, or confirms that it belongs

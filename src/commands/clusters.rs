@@ -11,9 +11,7 @@ use super::cluster::LocalCluster;
 use crate::error::Result;
 use crate::pg::discovery::{self, DebianCluster};
 use crate::pg::pidfile::PostmasterPid;
-use crate::repo::Repository;
 use crate::settings::{self, Origin, Overrides, Sourced};
-use crate::storage::Storage;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -238,12 +236,12 @@ async fn ask_server(pgdata: &Path) -> Result<(String, String)> {
 }
 
 async fn newest_backup_of(s: &crate::settings::Settings) -> Result<Option<(String, Duration)>> {
-    let storage = Storage::open(
+    let repo = crate::repo::open(
         &s.repo.value,
         s.retry
             .with_attempt_timeout_at_most(Duration::from_secs(10)),
+        s.cluster.value.clone(),
     )?;
-    let repo = Repository::new(storage, s.cluster.value.clone());
     Ok(repo.backups().await?.complete.pop().map(|m| {
         let age = (chrono::Utc::now() - m.stopped_at)
             .to_std()

@@ -18,11 +18,9 @@ use crate::repo::continuity::{self, Gap};
 use crate::repo::identity::Binding;
 use crate::repo::manifest::Manifest;
 use crate::repo::part_reader::{Discard, PartTotals, expected_files, read_part};
-use crate::repo::permanent::PermanentMark;
-use crate::repo::proof::Proof;
 use crate::repo::wal::StoredWal;
 use crate::repo::wal_claim::ListedClaim;
-use crate::repo::{Repository, document, layout};
+use crate::repo::{Repository, layout};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
@@ -148,8 +146,8 @@ async fn read_documents(
     only: Option<&str>,
     tally: &mut Tally,
 ) -> Result<Vec<Manifest>> {
-    let root = format!("{}/backups", repo.cluster());
-    let objects = repo.storage().list_all(&root).await?;
+    let root = layout::all_backups(repo.cluster());
+    let objects = repo.backup_objects().await?;
     let mut manifests = Vec::new();
     for o in &objects {
         let Some(rest) = o.key.strip_prefix(&format!("{root}/")) else {
@@ -177,19 +175,9 @@ async fn read_documents(
             }
             continue;
         }
-        let bytes = match repo.storage().get(&o.key).await {
-            Ok(b) => b,
-            Err(e) => {
-                tally.problem(format!("{}: cannot be read: {e}", o.key));
-                continue;
-            }
-        };
         let decoded = match file {
-            "permanent.json" => {
-                document::decode::<PermanentMark>(&bytes, &format!("permanent mark {}", o.key))
-                    .map(drop)
-            }
-            _ => document::decode::<Proof>(&bytes, &format!("proof {}", o.key)).map(drop),
+            "permanent.json" => repo.read_permanent_mark(&o.key).await.map(drop),
+            _ => repo.read_proof(&o.key).await.map(drop),
         };
         if let Err(e) = decoded {
             tally.problem(e.to_string());
@@ -224,7 +212,7 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
         async move {
             let result = async {
                 let compression: Compression = m.compression.parse()?;
-                let reader = match repo.storage().blocking_reader(&key).await {
+                let reader = match repo.open_backup_part(&m.binding, &m.name, &part.name).await {
                     Err(e) if e.kind() == ErrorKind::NotFound => {
                         return Err(Error::new(
                             ErrorKind::NotFound,

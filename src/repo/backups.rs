@@ -50,8 +50,8 @@ impl Repository {
     /// backups fails the call; a manifest that cannot be used is returned
     /// among `damaged`.
     pub async fn backups(&self) -> Result<BackupSet> {
-        let root = format!("{}/backups", self.cluster);
-        let objects = self.storage.list_all(&root).await?;
+        let root = layout::all_backups(&self.cluster);
+        let objects = self.backup_objects().await?;
         let mut set = BackupSet::default();
         for o in &objects {
             let Some(rest) = o.key.strip_prefix(&format!("{root}/")) else {
@@ -108,14 +108,16 @@ impl Repository {
         };
         let mut proofs = Vec::new();
         for o in objects.iter().filter(|o| o.key.ends_with(".json")) {
-            let bytes = self.storage.get(&o.key).await?;
-            proofs.push(document::decode::<Proof>(
-                &bytes,
-                &format!("proof {}", o.key),
-            )?);
+            proofs.push(self.read_proof(&o.key).await?);
         }
         proofs.sort_by_key(|p| p.started_at);
         Ok(proofs)
+    }
+
+    /// Reads and verifies the proof stored under `key` (as a listing names it).
+    pub async fn read_proof(&self, key: &str) -> Result<Proof> {
+        let bytes = self.storage.get(key).await?;
+        document::decode::<Proof>(&bytes, &format!("proof {key}"))
     }
 
     /// The newest proof of a backup, if it was ever proven.

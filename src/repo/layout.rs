@@ -92,9 +92,14 @@ pub fn parse_wal_claim(key: &str) -> Option<WalFileName> {
     WalFileName::parse(file.strip_suffix(CLAIM_SUFFIX)?).ok()
 }
 
+/// The directory holding every binding's backups.
+pub fn all_backups(cluster: &ClusterName) -> String {
+    format!("{cluster}/backups")
+}
+
 /// The directory holding one binding's backups, one subdirectory each.
 pub fn backups_root(cluster: &ClusterName, binding: &str) -> String {
-    format!("{cluster}/backups/{binding}")
+    format!("{}/{binding}", all_backups(cluster))
 }
 
 pub fn backup_dir(cluster: &ClusterName, binding: &str, backup: &str) -> String {

@@ -2,6 +2,7 @@
 //! WAL archive, its backups and their proofs. Uses storage and codecs; knows
 //! nothing of commands or the CLI.
 
+pub mod backup_objects;
 pub mod backups;
 pub mod claim;
 pub mod continuity;
@@ -13,9 +14,12 @@ pub mod manifest;
 pub mod part_reader;
 pub mod path_bytes;
 pub mod permanent;
+pub mod probe;
 pub mod proof;
+pub mod root;
 pub mod wal;
 pub mod wal_claim;
+pub mod wal_dirs;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::Storage;
@@ -36,7 +40,9 @@ pub(crate) fn read_full(reader: &mut dyn std::io::Read, buf: &mut [u8]) -> std::
     }
     Ok(filled)
 }
+pub use crate::storage::ObjectInfo;
 pub use layout::ClusterName;
+pub use root::{Root, open};
 
 /// Refuses a document written by a newer pgproof: it may mean something
 /// this build would misread. `what` names the document (or the prefix).
@@ -74,10 +80,6 @@ impl Repository {
 
     pub fn cluster(&self) -> &ClusterName {
         &self.cluster
-    }
-
-    pub fn storage(&self) -> &Storage {
-        &self.storage
     }
 
     /// `<repository URL>/<cluster>`, as operators see the prefix.

@@ -76,12 +76,17 @@ impl Repository {
         }
     }
 
+    /// Reads and verifies the mark stored under `key` (as a listing names it).
+    pub async fn read_permanent_mark(&self, key: &str) -> Result<PermanentMark> {
+        let bytes = self.storage.get(key).await?;
+        document::decode(&bytes, &format!("permanent mark {key}"))
+    }
+
     /// `(binding, backup)` of every backup marked permanent, from one
     /// listing; each mark is read back and verified, so a damaged mark is an
     /// error rather than a silently lost exemption.
     pub async fn permanent_backups(&self) -> Result<BTreeSet<(String, String)>> {
-        let root = format!("{}/backups", self.cluster);
-        let objects = self.storage.list_all(&root).await?;
+        let objects = self.backup_objects().await?;
         let mut marked = BTreeSet::new();
         for o in &objects {
             // `<cluster>/backups/<binding>/<backup>/permanent.json`: the key says whose mark it is.
@@ -92,8 +97,7 @@ impl Repository {
             if file != "permanent.json" {
                 continue;
             }
-            let bytes = self.storage.get(&o.key).await?;
-            let _: PermanentMark = document::decode(&bytes, &format!("permanent mark {}", o.key))?;
+            self.read_permanent_mark(&o.key).await?;
             marked.insert((binding.to_string(), backup.to_string()));
         }
         Ok(marked)

@@ -75,6 +75,11 @@ impl Repository {
         Ok(objects.into_iter().filter_map(stored_wal).collect())
     }
 
+    /// Whether the WAL object `key` (as an earlier push recorded it) is stored.
+    pub async fn wal_object_present(&self, key: &str) -> Result<bool> {
+        Ok(self.storage.head(key).await?.is_some())
+    }
+
     /// Every stored WAL object of a binding (all timelines, history files
     /// included), in name order.
     pub async fn list_wal(&self, binding: &str) -> Result<Vec<StoredWal>> {
@@ -110,15 +115,21 @@ impl Repository {
         let mut histories = std::collections::BTreeMap::new();
         for s in stored {
             if let WalFileName::History(tli) = s.name {
-                // The segment size bounds segments only; history files have their own bound.
-                let text = self.fetch_wal(s, 0).await?;
-                let parsed =
-                    crate::pg::history::parse_timeline_history(&String::from_utf8_lossy(&text))
-                        .map_err(|e| e.context(format!("timeline history {}", s.key)))?;
-                histories.insert(tli, parsed);
+                histories.insert(tli, self.read_history(s).await?);
             }
         }
         Ok(histories)
+    }
+
+    /// Reads back, verifies and parses a stored timeline history file.
+    pub async fn read_history(
+        &self,
+        stored: &StoredWal,
+    ) -> Result<Vec<crate::pg::history::TimelineSwitch>> {
+        // The segment size bounds segments only; history files have their own bound.
+        let text = self.fetch_wal(stored, 0).await?;
+        crate::pg::history::parse_timeline_history(&String::from_utf8_lossy(&text))
+            .map_err(|e| e.context(format!("timeline history {}", stored.key)))
     }
 
     /// The stored copy of `name`, if any. Two copies with different content
@@ -247,7 +258,7 @@ impl Repository {
     }
 }
 
-fn stored_wal(o: crate::storage::ObjectInfo) -> Option<StoredWal> {
+pub(super) fn stored_wal(o: crate::storage::ObjectInfo) -> Option<StoredWal> {
     let WalObjectName {
         name,
         checksum,

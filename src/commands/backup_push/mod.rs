@@ -22,10 +22,10 @@ use crate::pg::backup_label::BackupLabel;
 use crate::pg::lsn::Lsn;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::progress::{Progress, Unit};
+use crate::repo::Repository;
 use crate::repo::lock::HeldLock;
 use crate::repo::manifest::{Manifest, Part};
 use crate::repo::wal::WalListings;
-use crate::repo::{Repository, document, layout};
 use crate::report;
 use crate::settings::Settings;
 use std::os::unix::fs::MetadataExt;
@@ -225,10 +225,7 @@ impl Backup<'_> {
             let key = repo.mark_permanent(binding, &name).await?;
             tracing::info!("backup {name} is marked permanent ({key})");
         }
-        let key = layout::backup_manifest(repo.cluster(), binding, &name);
-        repo.storage()
-            .put_new(&key, bytes::Bytes::from(document::encode(&manifest)?))
-            .await?;
+        repo.write_manifest(&manifest).await?;
         if !manifest.bad_pages.is_empty() {
             tracing::warn!(
                 "{} page(s) failed their data checksum; see the warnings above and `pgproof backup-list --json`",
@@ -289,12 +286,7 @@ async fn copy_files(
     let files = Arc::new(walked.files);
     let progress = Progress::start("copying", Unit::Bytes, total);
     let compression = settings.compression.value;
-    let storage = repo.storage().clone();
-    let (cluster, binding, name) = (
-        repo.cluster().clone(),
-        binding.to_string(),
-        name.to_string(),
-    );
+    let (repo, binding, name) = (repo.clone(), binding.to_string(), name.to_string());
     let on_progress = progress.clone();
     let part_files = files.clone();
     let written = parallel::run(
@@ -302,8 +294,7 @@ async fn copy_files(
         opts.jobs,
         cancel,
         move |plan: parts::PartPlan, cancel| {
-            let key = layout::backup_part(&cluster, &binding, &name, &plan.name);
-            let mut writer = storage.writer(&key);
+            let mut writer = repo.backup_part_writer(&binding, &name, &plan.name);
             let add = |n: u64| on_progress.add(n);
             let part = parts::write_part(
                 &part_files,

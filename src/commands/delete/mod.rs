@@ -108,8 +108,8 @@ async fn inventory(repo: &Repository) -> Result<Inventory> {
         );
     }
     let permanent = repo.permanent_backups().await?;
-    let backups_root = format!("{}/backups", repo.cluster());
-    let backup_objects = repo.storage().list_all(&backups_root).await?;
+    let backups_root = layout::all_backups(repo.cluster());
+    let backup_objects = repo.backup_objects().await?;
     let mut wal = BTreeMap::new();
     let mut wal_claims = BTreeMap::new();
     if let Some(record) = repo.load_record().await? {
@@ -262,11 +262,10 @@ fn files(n: usize) -> String {
 
 async fn delete_all(repo: &Repository, keys: Vec<String>) -> Result<()> {
     let results: Vec<Result<()>> = futures::stream::iter(keys.into_iter().map(|key| async move {
-        match repo.storage().delete(&key).await {
-            // Already gone (another delete, or a retry): the goal is met.
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            other => other.map_err(|e| e.context(format!("deleting {key}"))),
-        }
+        // Already gone (another delete, or a retry) counts as done.
+        repo.remove(&key)
+            .await
+            .map_err(|e| e.context(format!("deleting {key}")))
     }))
     .buffer_unordered(PARALLEL_DELETES)
     .collect()
@@ -288,8 +287,7 @@ async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
     for d in &plan.debris {
         delete_all(repo, d.objects.iter().map(|o| o.key.clone()).collect()).await?;
         // A backup killed while writing a part leaves its staging file.
-        let dir = layout::backup_dir(repo.cluster(), &d.binding, &d.name);
-        let staged = repo.storage().remove_interrupted_uploads(&dir)?;
+        let staged = repo.remove_interrupted_uploads(&d.binding, &d.name)?;
         tracing::info!(
             "deleted debris of backup {} ({} objects{})",
             d.name,

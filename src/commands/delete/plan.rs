@@ -24,10 +24,10 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::Segment;
+use crate::repo::ObjectInfo;
 use crate::repo::manifest::Manifest;
 use crate::repo::wal::StoredWal;
 use crate::repo::wal_claim::ListedClaim;
-use crate::storage::ObjectInfo;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -7,25 +7,17 @@
 use super::checks::check;
 use crate::error::Result;
 use crate::pg::walname::{Segment, WalFileName};
+use crate::repo::Repository;
 use crate::repo::proof::ProofCheck;
-use crate::repo::{Repository, layout};
+use crate::repo::wal_dirs::WalArchive;
 use std::collections::BTreeMap;
 
 /// The newest archived segment of each timeline of a binding.
 pub async fn newest_segments(repo: &Repository, binding: &str) -> Result<BTreeMap<u32, Segment>> {
-    let root = layout::wal_root(repo.cluster(), binding);
-    let mut newest: BTreeMap<u32, Segment> = BTreeMap::new();
-    for o in repo.storage().list_all(&root).await? {
-        if let Some(obj) = layout::parse_wal_object(&o.key)
-            && let WalFileName::Segment(seg) = obj.name
-        {
-            let entry = newest.entry(seg.timeline).or_insert(seg);
-            if seg > *entry {
-                *entry = seg;
-            }
-        }
-    }
-    Ok(newest)
+    WalArchive::open(repo, binding)
+        .await?
+        .newest_segments()
+        .await
 }
 
 /// Compares the last segment the server restored with the newest one the

@@ -302,7 +302,9 @@ async fn download_parts(
         let expected = expected.clone();
         let stored_checksum = part.stored_checksum;
         async move {
-            let reader = repo.storage().blocking_reader(&key).await?;
+            let reader = repo
+                .open_backup_part(&m.binding, &m.name, &part.name)
+                .await?;
             tokio::task::spawn_blocking(move || {
                 let mut sink = DiskSink::new(root, progress, write_mode);
                 let totals = read_part(

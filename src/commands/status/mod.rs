@@ -9,10 +9,9 @@ mod render;
 pub mod verdict;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::walname::WalFileName;
-use crate::repo::{ClusterName, Repository, continuity, layout};
+use crate::repo::wal_dirs::WalArchive;
+use crate::repo::{ClusterName, Repository, Root};
 use crate::settings::{RepositorySettings, STATUS_THRESHOLD_KEYS, StatusThresholdsFile};
-use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -59,6 +58,8 @@ pub struct WalStatus {
     pub newest: String,
     pub stored_at: DateTime<Utc>,
     pub age_seconds: u64,
+    /// The stored WAL files a restore of the oldest backup reads, from its
+    /// start to the newest segment (0 without a backup).
     pub files: usize,
     pub stored_bytes: u64,
 }
@@ -87,10 +88,10 @@ pub struct StatusReport {
 }
 
 pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<StatusReport> {
-    let storage = Storage::open(&settings.repo.value, settings.retry)?;
+    let root = Root::open(&settings.repo.value, settings.retry)?;
     let names = match &opts.cluster {
         Some(name) => vec![name.clone()],
-        None => cluster_prefixes(&storage).await?,
+        None => root.cluster_prefixes().await?,
     };
     if names.is_empty() && opts.cluster.is_none() {
         return Err(Error::new(
@@ -102,7 +103,7 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
     let now = Utc::now();
     let mut statuses = Vec::new();
     for name in names {
-        let repo = Repository::new(storage.clone(), name.clone());
+        let repo = root.cluster(name.clone());
         let thresholds = opts.thresholds.for_cluster(name.as_str());
         let status = match cluster_status(&repo, now, &thresholds).await {
             Ok(s) => s,
@@ -197,25 +198,6 @@ fn threshold_layer(
     Ok(layer)
 }
 
-/// The prefixes directly under the repository's root that hold an identity record.
-async fn cluster_prefixes(storage: &Storage) -> Result<Vec<ClusterName>> {
-    let mut names = Vec::new();
-    for dir in storage.list_subdirs("").await? {
-        let Ok(name) = ClusterName::new(&dir) else {
-            continue;
-        };
-        if storage
-            .head(&layout::identity_record(&name))
-            .await?
-            .is_some()
-        {
-            names.push(name);
-        }
-    }
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    Ok(names)
-}
-
 fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
     (now - then).to_std().unwrap_or(Duration::ZERO)
 }
@@ -256,19 +238,9 @@ async fn cluster_status(
     let binding = record.current().clone();
     let seg_size = u64::from(binding.wal_segment_size);
 
-    let stored = repo.list_wal(&binding.id).await?;
-    let newest = stored
-        .iter()
-        .filter(|s| matches!(s.name, WalFileName::Segment(_)))
-        .max_by(|a, b| a.name.cmp(&b.name));
-    let wal = newest.map(|n| WalStatus {
-        newest: n.name.to_string(),
-        stored_at: n.stored_at,
-        age_seconds: age(now, n.stored_at).as_secs(),
-        files: stored.len(),
-        stored_bytes: stored.iter().map(|s| s.stored_size).sum(),
-    });
-
+    // Directory by directory, so that the cost follows the WAL since the
+    // oldest backup, not the archive's age.
+    let mut archive = WalArchive::open(repo, &binding.id).await?;
     let set = repo.backups().await?;
     let damaged_backups: Vec<String> = set.damaged.iter().map(|d| d.describe()).collect();
     let backups: Vec<_> = set
@@ -276,18 +248,18 @@ async fn cluster_status(
         .into_iter()
         .filter(|m| m.binding == binding.id)
         .collect();
-    let gaps = match backups.first() {
-        Some(oldest) => {
-            let start = oldest.start_segment()?;
-            let histories = repo.timeline_histories(&stored).await?;
-            let names: Vec<WalFileName> = stored.iter().map(|s| s.name).collect();
-            continuity::gaps(start, &names, &histories, seg_size)
-                .iter()
-                .map(|g| g.to_string())
-                .collect()
-        }
-        None => Vec::new(),
+    let since = match backups.first() {
+        Some(oldest) => archive.since(oldest.start_segment()?, seg_size).await?,
+        None => Default::default(),
     };
+    let gaps: Vec<String> = since.gaps.iter().map(|g| g.to_string()).collect();
+    let wal = archive.newest_segment().await?.map(|n| WalStatus {
+        newest: n.name.to_string(),
+        stored_at: n.stored_at,
+        age_seconds: age(now, n.stored_at).as_secs(),
+        files: since.files,
+        stored_bytes: since.stored_bytes,
+    });
     let newest_backup = backups.last().map(|m| BackupStatus {
         name: m.name.clone(),
         stopped_at: m.stopped_at,

@@ -55,16 +55,22 @@ pub fn text(statuses: &[ClusterStatus], fleet: bool) -> String {
         if let (Some(sys), Some(major)) = (&s.system_identifier, s.major) {
             let _ = writeln!(out, "  identity       system {sys}, PostgreSQL {major}");
         }
-        let _ = match &s.wal {
-            Some(w) => writeln!(
+        let _ = match (&s.wal, &s.oldest_backup) {
+            (Some(w), Some(oldest)) => writeln!(
                 out,
-                "  newest WAL     {}, stored {} ({} files, {})",
+                "  newest WAL     {}, stored {} ({} files, {} since backup {oldest})",
                 w.newest,
                 ago(w.age_seconds),
                 w.files,
                 report::bytes(w.stored_bytes)
             ),
-            None => writeln!(out, "  newest WAL     none"),
+            (Some(w), None) => writeln!(
+                out,
+                "  newest WAL     {}, stored {}",
+                w.newest,
+                ago(w.age_seconds)
+            ),
+            (None, _) => writeln!(out, "  newest WAL     none"),
         };
         let _ = match (&s.oldest_backup, s.gaps.is_empty()) {
             (None, _) => writeln!(out, "  gaps           - (no backup to start from)"),

@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let compression = settings.compression.value;
     let markers = Markers::new(path.parent().unwrap_or(Path::new(".")));
     if let Some(key) = markers.take(&name.to_string(), &path)
-        && repo.storage().head(&key).await?.is_some()
+        && repo.wal_object_present(&key).await?
     {
         tracing::info!(
             "{name} was already pushed to {} by an earlier call; nothing to store ({})",
