@@ -179,6 +179,9 @@ pub enum Command {
         /// Print JSON for scripts
         #[arg(long, global = true)]
         json: bool,
+        /// Abort unfinished uploads (of killed runs) started longer ago than this [default: 1d]
+        #[arg(long, global = true, value_name = "DURATION")]
+        unfinished_age: Option<String>,
     },
     /// Read back backups and WAL from storage and check every checksum and WAL continuity
     ///
@@ -578,6 +581,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             rule,
             confirm,
             json,
+            unfinished_age,
         } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
@@ -585,10 +589,15 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     DeleteRule::Retain { count } => delete::plan::Rule::Retain(*count),
                     DeleteRule::Before { when } => delete::parse_when(when)?,
                 };
+                let unfinished_age = match unfinished_age {
+                    Some(age) => crate::settings::parse_duration(age)?,
+                    None => delete::DEFAULT_UNFINISHED_AGE,
+                };
                 let opts = delete::DeleteOptions {
                     rule,
                     confirm: *confirm,
                     json: *json,
+                    unfinished_age,
                 };
                 delete::run(&settings, &opts).await
             };

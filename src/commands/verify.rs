@@ -114,6 +114,17 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
         verify_wal(&repo, binding, &mine, opts.backup.is_some(), &mut tally).await?;
     }
 
+    let unfinished = repo.unfinished_uploads().await?;
+    if let Some(oldest) = unfinished.first() {
+        tally.note(format!(
+            "{} unfinished upload(s) under {} (the oldest, of {}, started {}): left by runs that were killed, they take space until aborted; `pgproof delete --confirm` aborts those older than a day",
+            unfinished.len(),
+            repo.describe(),
+            oldest.key,
+            oldest.started.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+
     let mut text: String = tally.problems.iter().map(|p| format!("{p}\n")).collect();
     text += &tally
         .notes

@@ -17,6 +17,7 @@ pub mod permanent;
 pub mod probe;
 pub mod proof;
 pub mod root;
+pub mod unfinished;
 pub mod wal;
 pub mod wal_claim;
 pub mod wal_dirs;

@@ -30,7 +30,13 @@ pub struct DeleteOptions {
     pub rule: Rule,
     pub confirm: bool,
     pub json: bool,
+    /// Unfinished uploads started longer ago than this are aborted: younger
+    /// ones may belong to a backup still running.
+    pub unfinished_age: std::time::Duration,
 }
+
+/// A day: no backup-push runs that long without completing its uploads.
+pub const DEFAULT_UNFINISHED_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `WHEN` as given to `delete before`: a backup's name, or a time as restore takes it.
 pub fn parse_when(when: &str) -> Result<Rule> {
@@ -93,10 +99,50 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
     } else if !opts.json {
         out += "dry run: nothing was deleted; add --confirm to delete\n";
     }
+    let unfinished = abort_unfinished(&repo, opts).await?;
+    if !opts.json {
+        out += &unfinished;
+    }
     if opts.json {
         out = serde_json::to_string_pretty(&json(&plan, opts)).expect("the plan serializes") + "\n";
     }
     Ok(out)
+}
+
+/// Aborts (with `--confirm`) the unfinished uploads older than the age
+/// given; returns what to print.
+async fn abort_unfinished(repo: &Repository, opts: &DeleteOptions) -> Result<String> {
+    let now = chrono::Utc::now();
+    let old: Vec<_> = repo
+        .unfinished_uploads()
+        .await?
+        .into_iter()
+        .filter(|u| (now - u.started).to_std().unwrap_or_default() >= opts.unfinished_age)
+        .collect();
+    if old.is_empty() {
+        return Ok(String::new());
+    }
+    let age = report::duration(opts.unfinished_age);
+    if !opts.confirm {
+        return Ok(format!(
+            "would abort {} unfinished upload(s) started over {age} ago (oldest: {}, {})\n",
+            old.len(),
+            old[0].key,
+            old[0].started.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    for upload in &old {
+        repo.abort_unfinished(upload).await?;
+        tracing::info!(
+            "aborted the unfinished upload of {} ({})",
+            upload.key,
+            upload.id
+        );
+    }
+    Ok(format!(
+        "aborted {} unfinished upload(s) started over {age} ago\n",
+        old.len()
+    ))
 }
 
 async fn inventory(repo: &Repository) -> Result<Inventory> {
