@@ -590,7 +590,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     DeleteRule::Before { when } => delete::parse_when(when)?,
                 };
                 let unfinished_age = match unfinished_age {
-                    Some(age) => crate::settings::parse_duration(age)?,
+                    Some(age) => crate::settings::parse_age(age)?,
                     None => delete::DEFAULT_UNFINISHED_AGE,
                 };
                 let opts = delete::DeleteOptions {

@@ -213,6 +213,27 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
 }
 
+impl Settings {
+    /// The storage flags a pgproof started for this cluster by PostgreSQL
+    /// (restore_command) needs to behave as this one: each that is not
+    /// the default, as shell words.
+    pub fn storage_args(&self) -> Vec<String> {
+        let defaults = RetryPolicy::default();
+        let mut args = Vec::new();
+        let format = |d: Duration| humantime::format_duration(d).to_string();
+        if self.timeout != DEFAULT_TIMEOUT {
+            args.extend(["--timeout".to_string(), format(self.timeout)]);
+        }
+        if self.retry.retries != defaults.retries {
+            args.extend(["--retries".to_string(), self.retry.retries.to_string()]);
+        }
+        if self.retry.deadline != defaults.deadline {
+            args.extend(["--retry-deadline".to_string(), format(self.retry.deadline)]);
+        }
+        args
+    }
+}
+
 pub const DEFAULT_PUSH_AHEAD: usize = 4;
 pub const DEFAULT_PREFETCH: usize = 8;
 
@@ -534,6 +555,16 @@ pub fn canonical(path: &Path) -> PathBuf {
 }
 
 /// `90s`, `5m`, `1h30m`, or a plain number of seconds.
+/// Like `parse_duration`, and also zero (`0`, `0s`): an age threshold
+/// that everything passes.
+pub fn parse_age(text: &str) -> Result<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Ok(d),
+        _ if text.trim() == "0" => Ok(Duration::ZERO),
+        _ => parse_duration(text),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
     let parsed = match t.parse::<u64>() {
@@ -587,6 +618,38 @@ mod tests {
         assert_eq!(s.compression.value, Compression::Lz4);
         assert_eq!(s.cluster.value.as_str(), "main");
         assert_eq!(s.pgdata.unwrap().value, PathBuf::from("/nonexistent/x"));
+    }
+
+    #[test]
+    fn retries_come_from_flags_then_the_file_and_travel_to_restore_command() {
+        let (_d, path) = write_config(
+            "repo = \"file:///a\"\nretries = 3\nretry_deadline = \"5m\"\n[clusters.main]\npgdata = \"/nonexistent/x\"\n",
+        );
+        let mut over = with_config(&path);
+        over.timeout = Some(Sourced::new("7s".into(), Origin::Flag("--timeout")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.retry.retries, 3);
+        assert_eq!(s.retry.deadline, Duration::from_secs(300));
+        assert_eq!(s.retry.attempt_timeout, Duration::from_secs(7));
+        assert_eq!(
+            s.storage_args(),
+            [
+                "--timeout",
+                "7s",
+                "--retries",
+                "3",
+                "--retry-deadline",
+                "5m"
+            ]
+        );
+        over.retries = Some(8);
+        over.retry_deadline = Some(Sourced::new("2m".into(), Origin::Flag("--retry-deadline")));
+        over.timeout = None;
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert!(s.storage_args().is_empty(), "{:?}", s.storage_args());
+        assert_eq!(parse_age("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_age("1d").unwrap(), Duration::from_secs(86400));
+        assert!(parse_age("soon").is_err());
     }
 
     #[test]

@@ -378,6 +378,15 @@ impl Storage {
         {
             objects.push(meta);
         }
+        // A walk reads every directory it passes: counted as a listing
+        // each, as object storage would answer it a page at a time at best.
+        let directories: std::collections::HashSet<&str> = objects
+            .iter()
+            .map(|m| m.location.as_ref().rsplit_once('/').map_or("", |(d, _)| d))
+            .collect();
+        for _ in 1..directories.len() {
+            count(RequestKind::List);
+        }
         Ok(object_store::ListResult {
             common_prefixes: Vec::new(),
             objects,

@@ -455,17 +455,17 @@ fn start(ctx: &Context<'_>) -> Result<ProvingServer> {
         .map_err(|e| Error::io("finding", std::path::Path::new("pgproof"), e))?;
     // --pgdata: wal-fetch must use this data directory, not one the
     // configuration file gives the source cluster.
-    let restore_command = crate::pg::recovery::wal_fetch_command(
-        &exe.display().to_string(),
-        &[
-            "--repo",
-            &repo_url(ctx.settings),
-            "--cluster",
-            ctx.settings.cluster.value.as_str(),
-            "--pgdata",
-            &data.display().to_string(),
-        ],
-    );
+    let mut args = vec![
+        "--repo".to_string(),
+        repo_url(ctx.settings),
+        "--cluster".to_string(),
+        ctx.settings.cluster.value.to_string(),
+        "--pgdata".to_string(),
+        data.display().to_string(),
+    ];
+    args.extend(ctx.settings.storage_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let restore_command = crate::pg::recovery::wal_fetch_command(&exe.display().to_string(), &args);
     let settings = server::server_settings(
         ctx.manifest.major,
         ctx.scratch,
