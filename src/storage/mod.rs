@@ -84,16 +84,19 @@ impl Storage {
                 (Arc::new(fs), StorePath::default())
             }
             RepoUrl::S3 { bucket, prefix } => {
+                // Plain http set here, in the options the listing of
+                // unfinished uploads connects with too, not on the builder
+                // alone (that listing was refused by an https-only client).
+                let allow_http =
+                    std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1");
                 let client = object_store::ClientOptions::new()
                     .with_timeout(policy.attempt_timeout)
-                    .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)));
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)))
+                    .with_allow_http(allow_http);
+                let builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(client.clone())
                     .with_retry(policy.object_store_config());
-                if std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1") {
-                    builder = builder.with_allow_http(true);
-                }
                 s3_target = Some(unfinished::S3Target::from_builder(&builder, bucket, client));
                 let built = builder.build().map_err(|e| {
                     storage_error(e, url, "configuring S3").with_hint(
