@@ -281,7 +281,7 @@ fn s3_sigkill_leaves_an_orphan_that_delete_aborts() {
     assert_exit(&out, 0);
     assert!(
         stdout(&out).contains(&format!(
-            "would abort {} unfinished upload(s) started over 1.0 s ago",
+            "would abort {} unfinished upload(s) of debris or started over 1.0 s ago",
             orphans.len()
         )),
         "{}",
@@ -303,7 +303,7 @@ fn s3_sigkill_leaves_an_orphan_that_delete_aborts() {
     assert_exit(&out, 0);
     assert!(
         stdout(&out).contains(&format!(
-            "aborted {} unfinished upload(s) started over 1.0 s ago",
+            "aborted {} unfinished upload(s) of debris or started over 1.0 s ago",
             orphans.len()
         )),
         "{}",
@@ -382,7 +382,7 @@ fn file_repository_staging_files_are_reported_and_old_ones_removed() {
     assert_exit(&out, 0);
     assert!(
         stdout(&out).contains(&format!(
-            "would abort 1 unfinished upload(s) started over 1day ago (oldest: {killed_key}, "
+            "would abort 1 unfinished upload(s) of debris or started over 1day ago (oldest: {killed_key}, "
         )),
         "{}",
         stdout(&out)
@@ -392,7 +392,7 @@ fn file_repository_staging_files_are_reported_and_old_ones_removed() {
     let out = site.run(&["delete", "retain", "1", "--confirm"]);
     assert_exit(&out, 0);
     assert!(
-        stdout(&out).contains("aborted 1 unfinished upload(s) started over 1day ago"),
+        stdout(&out).contains("aborted 1 unfinished upload(s) of debris or started over 1day ago"),
         "{}",
         stdout(&out)
     );
@@ -410,5 +410,24 @@ fn file_repository_staging_files_are_reported_and_old_ones_removed() {
             && note.contains(&format!("of {fresh_key}, started")),
         "{note}"
     );
+
+    // A run killed while it claimed its name leaves a directory holding
+    // only the claim's staging file, which no listing shows. Named before
+    // the newest complete backup, it is debris whatever its age: removed,
+    // directory and all.
+    let complete_dir = complete_part.parent().unwrap();
+    let debris_dir = complete_dir.with_file_name("20000101T000000Z");
+    std::fs::create_dir(&debris_dir).unwrap();
+    let claim_staging = debris_dir.join("claim.json#77");
+    std::fs::write(&claim_staging, b"{").unwrap();
+    let out = site.run(&["delete", "retain", "1", "--confirm"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("aborted 1 unfinished upload(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!debris_dir.exists(), "the debris directory is removed");
+    assert!(fresh.exists(), "the fresh one still stays");
     eprintln!("took {:?}", started.elapsed());
 }

@@ -99,7 +99,7 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
     } else if !opts.json {
         out += "dry run: nothing was deleted; add --confirm to delete\n";
     }
-    let unfinished = abort_unfinished(&repo, opts).await?;
+    let unfinished = abort_unfinished(&repo, opts, &inventory).await?;
     if !opts.json {
         out += &unfinished;
     }
@@ -109,15 +109,45 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
     Ok(out)
 }
 
+/// The backup directory (binding, name) an unfinished upload was writing
+/// into, when it is debris: named before its binding's newest complete
+/// backup, and not itself complete. Such a backup can never complete, even
+/// if its upload is younger than the age limit (a run killed while it
+/// claimed its name leaves only that).
+fn debris_dir_of(key: &str, inventory: &Inventory) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&format!("{}/", inventory.backups_root))?;
+    let mut parts = rest.splitn(3, '/');
+    let (binding, name) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    let newest = inventory
+        .backups
+        .iter()
+        .filter(|m| m.binding == binding)
+        .map(|m| m.name.as_str())
+        .max()?;
+    let complete = inventory
+        .backups
+        .iter()
+        .any(|m| m.binding == binding && m.name == name);
+    (name < newest && !complete).then(|| (binding.to_string(), name.to_string()))
+}
+
 /// Aborts (with `--confirm`) the unfinished uploads older than the age
-/// given; returns what to print.
-async fn abort_unfinished(repo: &Repository, opts: &DeleteOptions) -> Result<String> {
+/// given, and those of debris whatever their age; returns what to print.
+async fn abort_unfinished(
+    repo: &Repository,
+    opts: &DeleteOptions,
+    inventory: &Inventory,
+) -> Result<String> {
     let now = chrono::Utc::now();
     let old: Vec<_> = repo
         .unfinished_uploads()
         .await?
         .into_iter()
-        .filter(|u| (now - u.started).to_std().unwrap_or_default() >= opts.unfinished_age)
+        .filter(|u| {
+            debris_dir_of(&u.key, inventory).is_some()
+                || (now - u.started).to_std().unwrap_or_default() >= opts.unfinished_age
+        })
         .collect();
     if old.is_empty() {
         return Ok(String::new());
@@ -125,7 +155,7 @@ async fn abort_unfinished(repo: &Repository, opts: &DeleteOptions) -> Result<Str
     let age = report::duration(opts.unfinished_age);
     if !opts.confirm {
         return Ok(format!(
-            "would abort {} unfinished upload(s) started over {age} ago (oldest: {}, {})\n",
+            "would abort {} unfinished upload(s) of debris or started over {age} ago (oldest: {}, {})\n",
             old.len(),
             old[0].key,
             old[0].started.format("%Y-%m-%d %H:%M:%S UTC")
@@ -138,9 +168,13 @@ async fn abort_unfinished(repo: &Repository, opts: &DeleteOptions) -> Result<Str
             upload.key,
             upload.id
         );
+        if let Some((binding, name)) = debris_dir_of(&upload.key, inventory) {
+            // The directory may now be empty: remove it with what is left.
+            repo.remove_interrupted_uploads(&binding, &name)?;
+        }
     }
     Ok(format!(
-        "aborted {} unfinished upload(s) started over {age} ago\n",
+        "aborted {} unfinished upload(s) of debris or started over {age} ago\n",
         old.len()
     ))
 }
