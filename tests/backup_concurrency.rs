@@ -90,8 +90,22 @@ impl Setup {
     }
 
     /// Every lock object, take-over locks included.
+    /// The lock objects. A run killed while it wrote the lock leaves the
+    /// write's staging file (`backup.json#1`): not a lock (no listing shows
+    /// it, nothing waits for it); verify notes it as an unfinished upload
+    /// and delete removes it (`staging_files`).
     fn locks(&self) -> Vec<PathBuf> {
         files_under(&self.repo_dir().join("main/locks"))
+            .into_iter()
+            .filter(|p| !is_staging(p))
+            .collect()
+    }
+
+    fn staging_files(&self) -> Vec<PathBuf> {
+        files_under(&self.repo_dir().join("main"))
+            .into_iter()
+            .filter(|p| is_staging(p))
+            .collect()
     }
 
     fn backups_dir(&self) -> PathBuf {
@@ -479,12 +493,26 @@ fn sigkill_at_random_points_never_lists_a_backup_and_the_next_one_works() {
     listed.sort();
     assert_eq!(listed, completed);
 
-    // The debris of the killed runs confuses neither verify nor delete.
+    // The debris of the killed runs confuses neither verify nor delete;
+    // delete removes their staging files once old enough (here: a second).
     let debris = s.incomplete();
     let out = s.pgproof(&["verify"]);
     assert_exit(&out, 0);
-    let out = s.pgproof(&["delete", "retain", "2", "--confirm"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = s.pgproof(&[
+        "delete",
+        "retain",
+        "2",
+        "--confirm",
+        "--unfinished-age",
+        "1s",
+    ]);
     assert_exit(&out, 0);
+    assert!(
+        s.staging_files().is_empty(),
+        "staging files left: {:?}",
+        s.staging_files()
+    );
     assert!(
         s.incomplete().is_empty(),
         "debris {debris:?} left: {:?}",
@@ -628,4 +656,12 @@ fn sigterm_releases_the_lock_and_ends_backup_mode() {
     assert!(s.locks().is_empty(), "{:?}", s.locks());
     assert!(s.listed().is_empty());
     s.wait_no_pgproof_session();
+}
+
+/// object_store's staging file names: `<name>#<digits>`.
+fn is_staging(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
