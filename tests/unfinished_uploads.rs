@@ -420,6 +420,10 @@ fn file_repository_staging_files_are_reported_and_old_ones_removed() {
     std::fs::create_dir(&debris_dir).unwrap();
     let claim_staging = debris_dir.join("claim.json#77");
     std::fs::write(&claim_staging, b"{").unwrap();
+    // Killed between creating its directory and its first file: nothing
+    // but an empty directory.
+    let empty_dir = complete_dir.with_file_name("20000102T000000Z");
+    std::fs::create_dir(&empty_dir).unwrap();
     let out = site.run(&["delete", "retain", "1", "--confirm"]);
     assert_exit(&out, 0);
     assert!(
@@ -428,6 +432,7 @@ fn file_repository_staging_files_are_reported_and_old_ones_removed() {
         stdout(&out)
     );
     assert!(!debris_dir.exists(), "the debris directory is removed");
+    assert!(!empty_dir.exists(), "the empty debris directory is removed");
     assert!(fresh.exists(), "the fresh one still stays");
     eprintln!("took {:?}", started.elapsed());
 }

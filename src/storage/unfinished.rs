@@ -204,6 +204,66 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// In a filesystem repository, the subdirectories directly inside `dir`
+    /// that hold no file at any depth: what a run killed between creating
+    /// an object's directory and its staging file leaves. Object storage
+    /// has no directories: none.
+    pub fn empty_subdirs(&self, dir: &str) -> Result<Vec<String>> {
+        let RepoUrl::File(root) = &self.url else {
+            return Ok(Vec::new());
+        };
+        let path = root.join(dir);
+        let entries = match std::fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", &path, e)),
+        };
+        let mut empty = Vec::new();
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && holds_no_file(&entry.path()) {
+                empty.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        empty.sort();
+        Ok(empty)
+    }
+
+    /// Removes an empty directory tree `dir` (see `empty_subdirs`); one that
+    /// gained a file since is left alone.
+    pub fn remove_empty_dir(&self, dir: &str) -> Result<()> {
+        let RepoUrl::File(root) = &self.url else {
+            return Ok(());
+        };
+        let path = root.join(dir);
+        if holds_no_file(&path) {
+            remove_empty_tree(&path).map_err(|e| Error::io("removing", &path, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn holds_no_file(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_type().is_ok_and(|t| t.is_dir()) && holds_no_file(&e.path()))
+    })
+}
+
+/// Bottom-up `rmdir`: fails, leaving the rest, if a file appeared.
+fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// A filesystem repository's staging files under `dir`, each reported for
 /// the key it was to become.
 fn staging_files(root: &std::path::Path, dir: &str) -> Result<Vec<UnfinishedUpload>> {
@@ -278,6 +338,37 @@ mod tests {
         )
         .unwrap();
         assert!(empty.uploads.is_empty());
+    }
+
+    #[test]
+    fn empty_directory_trees_are_found_and_removed() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("c/backups/b/20000101T000000Z/pg_tblspc"))
+            .unwrap();
+        std::fs::create_dir_all(root.path().join("c/backups/b/20000102T000000Z")).unwrap();
+        std::fs::write(
+            root.path().join("c/backups/b/20000102T000000Z/claim.json"),
+            b"x",
+        )
+        .unwrap();
+        let url = RepoUrl::File(root.path().to_path_buf());
+        let storage = Storage::open(&url, Default::default()).unwrap();
+        assert_eq!(
+            storage.empty_subdirs("c/backups/b").unwrap(),
+            ["20000101T000000Z"]
+        );
+        storage
+            .remove_empty_dir("c/backups/b/20000101T000000Z")
+            .unwrap();
+        storage
+            .remove_empty_dir("c/backups/b/20000102T000000Z")
+            .unwrap();
+        assert!(!root.path().join("c/backups/b/20000101T000000Z").exists());
+        assert!(
+            root.path()
+                .join("c/backups/b/20000102T000000Z/claim.json")
+                .exists()
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
         out += "dry run: nothing was deleted; add --confirm to delete\n";
     }
     let unfinished = abort_unfinished(&repo, opts, &inventory).await?;
+    if opts.confirm {
+        remove_empty_debris_dirs(&repo, &inventory)?;
+    }
     if !opts.json {
         out += &unfinished;
     }
@@ -130,6 +133,28 @@ fn debris_dir_of(key: &str, inventory: &Inventory) -> Option<(String, String)> {
         .iter()
         .any(|m| m.binding == binding && m.name == name);
     (name < newest && !complete).then(|| (binding.to_string(), name.to_string()))
+}
+
+/// Removes the empty backup directories named before their binding's newest
+/// complete backup: a run killed between creating its directory and its
+/// first file leaves one, which no listing shows.
+fn remove_empty_debris_dirs(repo: &Repository, inventory: &Inventory) -> Result<()> {
+    let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
+    for m in &inventory.backups {
+        let entry = newest.entry(m.binding.as_str()).or_insert(m.name.as_str());
+        if m.name.as_str() > *entry {
+            *entry = m.name.as_str();
+        }
+    }
+    for (binding, newest) in newest {
+        for name in repo.empty_backup_dirs(binding)? {
+            if name.as_str() < newest {
+                repo.remove_empty_backup_dir(binding, &name)?;
+                tracing::info!("removed the empty directory of backup {name}, which never started");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Aborts (with `--confirm`) the unfinished uploads older than the age
