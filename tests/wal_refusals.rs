@@ -399,6 +399,10 @@ fn unreachable_storage_fails_within_the_time_limit_without_leaking_credentials()
             "a",
             "--timeout",
             "3s",
+            // Refused connections are retried until the retry deadline
+            // (2 minutes by default): the bound under test is the policy's.
+            "--retry-deadline",
+            "5s",
             "-vv",
         ];
         full.extend(args);
