@@ -471,28 +471,13 @@ impl Storage {
         let RepoUrl::File(root) = &self.url else {
             return Ok(0);
         };
-        let dir = root.join(dir);
-        let mut removed = 0;
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            let entries = match std::fs::read_dir(&d) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("listing", &d, e)),
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(path);
-                } else if is_staging_name(&entry.file_name().to_string_lossy()) {
-                    std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-                    removed += 1;
-                }
-            }
+        let staged = unfinished::staging_files(root, dir)?;
+        for upload in &staged {
+            unfinished::remove_staging_file(root, upload)?;
         }
         // Emptied: object_store's clean-up ran before, while they were there.
-        let _ = std::fs::remove_dir(&dir);
-        Ok(removed)
+        let _ = std::fs::remove_dir(root.join(dir));
+        Ok(staged.len())
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

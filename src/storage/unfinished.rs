@@ -89,16 +89,7 @@ impl Storage {
     pub async fn abort_unfinished(&self, upload: &UnfinishedUpload) -> Result<()> {
         super::stats::count(super::stats::RequestKind::Delete);
         match (&self.url, &self.s3) {
-            (RepoUrl::File(root), _) => {
-                let mut path = root.join(&upload.key);
-                path.set_file_name(&upload.id);
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(Error::io("removing", &path, e))
-                    }
-                    _ => Ok(()),
-                }
-            }
+            (RepoUrl::File(root), _) => remove_staging_file(root, upload),
             (RepoUrl::S3 { .. }, Some(s3)) => {
                 use object_store::multipart::MultipartStore;
                 let path = self.path(&upload.key);
@@ -264,9 +255,19 @@ fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes one of `staging_files`; one already gone counts as removed.
+pub(super) fn remove_staging_file(root: &std::path::Path, upload: &UnfinishedUpload) -> Result<()> {
+    let mut path = root.join(&upload.key);
+    path.set_file_name(&upload.id);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", &path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// A filesystem repository's staging files under `dir`, each reported for
 /// the key it was to become.
-fn staging_files(root: &std::path::Path, dir: &str) -> Result<Vec<UnfinishedUpload>> {
+pub(super) fn staging_files(root: &std::path::Path, dir: &str) -> Result<Vec<UnfinishedUpload>> {
     super::stats::count(super::stats::RequestKind::List);
     let mut found = Vec::new();
     let mut stack = vec![root.join(dir)];
