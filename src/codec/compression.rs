@@ -126,6 +126,28 @@ pub enum FrameCompressor {
 }
 
 impl FrameCompressor {
+    /// Compresses `chunk` into `out` (cleared first), reusing its memory.
+    pub fn compress_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.clear();
+        match self {
+            FrameCompressor::Zstd(c) => {
+                out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+                c.compress_to_buffer(chunk, out)?;
+            }
+            FrameCompressor::Other(Compression::None) => out.extend_from_slice(chunk),
+            FrameCompressor::Other(c) => {
+                let mut encoder = c
+                    .encoder(&mut *out)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                encoder.write_all(chunk)?;
+                encoder
+                    .finish()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn compress(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
         match self {
             FrameCompressor::Zstd(c) => c.compress(chunk).map_err(|e| {

@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod compression;
+pub mod frames;
 
 pub use checksum::{Checksum, Hasher};
 pub use compression::Compression;

@@ -16,6 +16,7 @@ mod walk;
 use super::cluster::{LocalCluster, VerifiedServer, announce, bind_or_refuse, open_repository};
 use super::interrupt::interruption;
 use super::locks;
+use crate::codec::frames::CompressPool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::backup_api;
 use crate::pg::backup_label::BackupLabel;
@@ -285,7 +286,10 @@ async fn copy_files(
     );
     let files = Arc::new(walked.files);
     let progress = Progress::start("copying", Unit::Bytes, total);
-    let compression = settings.compression.value;
+    // Every part shares one set of compression threads, one per core:
+    // however the files fall into parts, every core compresses.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = CompressPool::new(settings.compression.value, cores)?;
     let (repo, binding, name) = (repo.clone(), binding.to_string(), name.to_string());
     let on_progress = progress.clone();
     let part_files = files.clone();
@@ -299,7 +303,7 @@ async fn copy_files(
             let part = parts::write_part(
                 &part_files,
                 &plan,
-                compression,
+                &pool,
                 verification,
                 cancel,
                 &mut writer,

@@ -6,7 +6,8 @@
 use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
 use super::walk::SourceFile;
-use crate::codec::{Checksum, Compression, Hasher};
+use crate::codec::frames::{CompressPool, FrameWriter};
+use crate::codec::{Checksum, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::datadir;
 use crate::pg::lsn::Lsn;
@@ -14,6 +15,7 @@ use crate::pg::page;
 use crate::repo::path_bytes::PathBytes;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// The segment number of a relation data file whose pages carry checksums.
 fn relation_segment(f: &SourceFile) -> Option<u32> {
@@ -131,19 +133,6 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Yields exactly `remaining` bytes of a file, zeros past its end, hashing
-/// them and, for relation files of a cluster with data checksums, checking
-/// every page.
-struct Exact<R: Read> {
-    inner: R,
-    remaining: u64,
-    inner_done: bool,
-    hasher: Hasher,
-    pages: Option<PageChecker>,
-    /// Checked before every read: another part failed.
-    cancel: Option<Cancel>,
-}
-
 /// Data checksum verification while a relation file streams past.
 pub struct PageChecker {
     block_size: usize,
@@ -167,54 +156,78 @@ impl PageChecker {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) {
-        self.pending.extend_from_slice(data);
-        let mut at = 0;
-        while self.pending.len() - at >= self.block_size {
-            let block = (self.first_block + self.next) as u32;
-            if let page::PageCheck::Invalid { .. } = page::check(
-                &self.pending[at..at + self.block_size],
-                block,
-                self.backup_start,
-            ) {
-                self.bad.push(self.next);
+    fn feed(&mut self, mut data: &[u8]) {
+        // A page split between two reads is put together; whole pages are
+        // checked where they lie.
+        if !self.pending.is_empty() {
+            let take = (self.block_size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < self.block_size {
+                return;
             }
-            self.next += 1;
-            at += self.block_size;
+            let page = std::mem::take(&mut self.pending);
+            self.check(&page);
+            self.pending = page;
+            self.pending.clear();
         }
-        self.pending.drain(..at);
+        let whole = data.len() / self.block_size * self.block_size;
+        for page in data[..whole].chunks_exact(self.block_size) {
+            self.check(page);
+        }
+        self.pending.extend_from_slice(&data[whole..]);
+    }
+
+    fn check(&mut self, page: &[u8]) {
+        let block = (self.first_block + self.next) as u32;
+        if let page::PageCheck::Invalid { .. } = page::check(page, block, self.backup_start) {
+            self.bad.push(self.next);
+        }
+        self.next += 1;
     }
 }
 
-impl<R: Read> Read for Exact<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.cancel.as_ref().is_some_and(Cancel::is_set) {
+/// Copies exactly `len` bytes of a file's content into the part, zeros
+/// past its end, read straight into the compressor's memory; hashes them
+/// and, for relation files of a cluster with data checksums, checks every
+/// page. Then the tar padding.
+fn copy_content<R: Read, W: Write>(
+    mut file: R,
+    len: u64,
+    out: &mut FrameWriter<W>,
+    hasher: &mut Hasher,
+    mut pages: Option<&mut PageChecker>,
+    cancel: &Cancel,
+) -> std::io::Result<()> {
+    let mut remaining = len;
+    let mut at_end = false;
+    while remaining > 0 {
+        if cancel.is_set() {
             return Err(cancelled_io());
         }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let room = out.spare()?;
+        let want = room.len().min(remaining.min(usize::MAX as u64) as usize);
         let mut n = 0;
-        if !self.inner_done {
-            n = self.inner.read(&mut buf[..want])?;
-            if n == 0 {
-                self.inner_done = true;
-            }
+        if !at_end {
+            n = match file.read(&mut room[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            at_end = n == 0;
         }
-        if self.inner_done {
-            buf[..want].fill(0);
+        if at_end {
+            room[..want].fill(0);
             n = want;
         }
-        self.hasher.update(&buf[..n]);
-        if let Some(pages) = &mut self.pages {
-            pages.feed(&buf[..n]);
+        hasher.update(&room[..n]);
+        if let Some(pages) = pages.as_deref_mut() {
+            pages.feed(&room[..n]);
         }
-        self.remaining -= n as u64;
-        Ok(n)
+        out.commit(n)?;
+        remaining -= n as u64;
     }
+    out.write_all(&tar_entry::ZEROS[..tar_entry::padding(len)])
 }
 
 /// Writes one part to `out` (a streaming upload); `out` is returned so the
@@ -230,7 +243,7 @@ pub struct PageVerification {
 pub fn write_part<W: Write>(
     files: &[SourceFile],
     plan: &PartPlan,
-    compression: Compression,
+    pool: &Arc<CompressPool>,
     verification: Option<PageVerification>,
     cancel: &Cancel,
     out: W,
@@ -243,8 +256,7 @@ pub fn write_part<W: Write>(
         count: 0,
         hasher: Hasher::new(),
     };
-    let encoder = compression.encoder(counting)?;
-    let mut tar = tar::Builder::new(encoder);
+    let mut tar = tar::Builder::new(FrameWriter::new(pool.clone(), counting));
     tar.mode(tar::HeaderMode::Complete);
     let mut stored = Vec::new();
     let mut vanished = Vec::new();
@@ -269,21 +281,23 @@ pub fn write_part<W: Write>(
         header.set_mode(f.mode);
         header.set_mtime(f.mtime.max(0) as u64);
         header.set_entry_type(tar::EntryType::Regular);
-        let pages = verification.and_then(|v| {
+        let mut pages = verification.and_then(|v| {
             let segment = relation_segment(f)?;
             Some(PageChecker::new(v.block_size, v.backup_start, segment))
         });
-        let mut reader = Exact {
-            inner: &file,
-            remaining: len,
-            inner_done: false,
-            hasher: Hasher::new(),
-            pages,
-            cancel: Some(cancel.clone()),
-        };
-        tar_entry::append(&mut tar, &mut header, &f.path, &mut reader)
-            .map_err(io(format!("archiving {}", f.full.display())))?;
-        if let (Some(pages), Some(v)) = (reader.pages.take(), verification) {
+        let mut hasher = Hasher::new();
+        let archiving = || io(format!("archiving {}", f.full.display()));
+        tar_entry::append_header(&mut tar, &mut header, &f.path).map_err(archiving())?;
+        copy_content(
+            &file,
+            len,
+            tar.get_mut(),
+            &mut hasher,
+            pages.as_mut(),
+            cancel,
+        )
+        .map_err(archiving())?;
+        if let (Some(pages), Some(v)) = (pages, verification) {
             // A page being written while it was read looks torn: read it again.
             for block in pages.bad {
                 if still_bad(&file, block, pages.first_block, v) {
@@ -296,13 +310,15 @@ pub fn write_part<W: Write>(
         stored.push(StoredFile {
             index,
             size: len,
-            checksum: reader.hasher.finish(),
+            checksum: hasher.finish(),
         });
     }
-    let encoder = tar
+    let frames = tar
         .into_inner()
         .map_err(io("finishing the tar stream".into()))?;
-    let counting = encoder.finish()?;
+    let counting = frames
+        .finish()
+        .map_err(io("finishing compression".into()))?;
     let result = PartResult {
         files: stored,
         bad_pages,
@@ -317,6 +333,7 @@ pub fn write_part<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Compression;
 
     fn source(dir: &std::path::Path, name: &str, size: u64) -> SourceFile {
         SourceFile {
@@ -349,7 +366,7 @@ mod tests {
         let (result, _) = write_part(
             &files,
             &plan,
-            Compression::Lz4,
+            &CompressPool::new(Compression::Lz4, 2).unwrap(),
             None,
             &Cancel::default(),
             &mut out,
@@ -372,19 +389,38 @@ mod tests {
     #[test]
     fn a_file_shrinking_during_the_read_is_padded_to_its_size() {
         let data = [9u8; 100];
-        let mut exact = Exact {
-            inner: &data[..40],
-            remaining: 100,
-            inner_done: false,
-            hasher: Hasher::new(),
-            pages: None,
-            cancel: None,
-        };
-        let mut out = Vec::new();
-        exact.read_to_end(&mut out).unwrap();
-        assert_eq!(out.len(), 100);
+        let pool = CompressPool::new(Compression::None, 1).unwrap();
+        let mut out = FrameWriter::new(pool, Vec::new());
+        let mut hasher = Hasher::new();
+        copy_content(
+            &data[..40],
+            100,
+            &mut out,
+            &mut hasher,
+            None,
+            &Cancel::default(),
+        )
+        .unwrap();
+        let out = out.finish().unwrap();
+        // The content, then the tar padding to 512 bytes.
+        assert_eq!(out.len(), 512);
+        assert!(out[..40].iter().all(|&b| b == 9));
         assert!(out[40..].iter().all(|&b| b == 0));
-        assert_eq!(exact.hasher.finish(), Checksum::of(&out));
+        assert_eq!(hasher.finish(), Checksum::of(&out[..100]));
+    }
+
+    #[test]
+    fn pages_split_across_reads_are_checked_whole() {
+        // Four 8 KiB pages of zeros (new pages) but the third, broken, fed
+        // in pieces that never line up with page boundaries.
+        let mut data = vec![0u8; 4 * 8192];
+        data[2 * 8192 + 100] = 1;
+        let mut pages = PageChecker::new(8192, Lsn(u64::MAX), 0);
+        for piece in data.chunks(5000) {
+            pages.feed(piece);
+        }
+        assert_eq!(pages.next, 4);
+        assert_eq!(pages.bad, vec![2]);
     }
 
     #[test]
@@ -454,7 +490,7 @@ mod tests {
         let (result, _) = write_part(
             &files,
             &plan,
-            compression,
+            &CompressPool::new(compression, 2).unwrap(),
             None,
             &Cancel::default(),
             &mut out,

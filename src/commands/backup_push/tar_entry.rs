@@ -17,11 +17,26 @@ const LONG_LINK: &[u8] = b"././@LongLink";
 
 /// Appends `data` under `path`. `header` has everything but the name (and
 /// its checksum) set; `path` is relative, as the walk produced it.
+#[cfg(test)]
 pub fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     header: &mut tar::Header,
     path: &PathBytes,
-    data: impl Read,
+    mut data: impl std::io::Read,
+) -> std::io::Result<()> {
+    append_header(tar, header, path)?;
+    let size = std::io::copy(&mut data, tar.get_mut())?;
+    tar.get_mut().write_all(&ZEROS[..padding(size)])
+}
+
+/// Writes the entry's header for `path` (after a long-name entry when the
+/// name needs one); the caller writes the header's size of content and
+/// then `padding(size)` zeros. `header` has everything but the name (and
+/// its checksum) set.
+pub fn append_header<W: Write>(
+    tar: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    path: &PathBytes,
 ) -> std::io::Result<()> {
     let bytes = path.as_bytes();
     let name = &mut header.as_old_mut().name;
@@ -46,8 +61,18 @@ pub fn append<W: Write>(
         tar.append(&long, bytes.chain(&[0u8][..]))?;
     }
     header.set_cksum();
-    tar.append(header, data)
+    // Written directly rather than with `tar.append`, whose copy of the
+    // content goes through an 8 KiB buffer: the caller reads the content
+    // straight into the compressor's memory instead.
+    tar.get_mut().write_all(header.as_bytes())
 }
+
+/// Zeros after `size` bytes of content, up to the next 512-byte block.
+pub fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+pub const ZEROS: [u8; 512] = [0; 512];
 
 #[cfg(test)]
 mod tests {
