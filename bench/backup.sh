@@ -136,7 +136,7 @@ archiver_caught_up() {
     fi
     sleep 0.1
   done
-  echo "  archiver caught up to $target in $(($(now_ms) - t0)) ms ($backlog files were .ready)" >&2
+  echo "  archiver caught up to $target in $(($(now_ms) - t0)) ms ($backlog .ready after the switch)" >&2
 }
 
 size_of() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
