@@ -1,73 +1,273 @@
 #!/usr/bin/env bash
 # pgproof backup-push/restore against pgBackRest backup/restore, on the same
-# clusters, in one run: a pgbench scale-100 database (about 1.5 GB) and one of
-# about 1 GB of incompressible rows. Both tools: zstd level 1, two processes
-# (pgBackRest process-max=2, pgproof --jobs 2), a filesystem repository on the
-# same disk, warm cache. Restores are timed until their files are on disk
-# (the command, then sync), twice each in the order A B B A, and averaged.
-# Prints time, stored size and peak memory, and ratios.
+# PostgreSQL 15 cluster, like for like:
+#   - datasets (each on its own fresh cluster): "pgbench" = pgbench -i at
+#     scale $SCALE (100: about 1.5 GB); "random" (reported as
+#     pgbench+random) = the same plus $RANDOM_MB MB of incompressible rows;
+#   - both tools zstd at level $LEVEL, $JOBS processes (pgBackRest
+#     process-max, pgproof --jobs), a filesystem repository on the same disk,
+#     warm page cache; archive_command pushes every segment through both;
+#   - before every timed backup: CHECKPOINT (so neither tool's fast start
+#     checkpoint writes the other's dirty buffers), a WAL switch, and a wait
+#     until the archiver has stored everything up to it with nothing left
+#     .ready (so neither tool's backup waits for its stop segment behind a
+#     backlog), then sync;
+#   - $ROUNDS rounds of one FULL backup per tool, the order alternating
+#     (round 1 pgBackRest first, round 2 pgproof first, ...), then $ROUNDS
+#     rounds of restores of each tool's newest backup in the same alternating
+#     order, each into a fresh directory and timed until its files are on
+#     disk (the command, then sync);
+#   - per run: wall time, CPU% and peak RSS; per dataset: every run, then
+#     medians, stored size of one backup and the pgBackRest/pgproof ratios,
+#     and one "RESULT key=value ..." line to compare runs by.
 #
 #   bash bench/backup.sh
-#   SCALE=20 RANDOM_MB=200 bash bench/backup.sh    # a quicker run
+#   SCALE=20 RANDOM_MB=200 bash bench/backup.sh      # a quicker run
+#   DATASETS=pgbench ROUNDS=5 LEVEL=3 bash bench/backup.sh
+#
+# Knobs: SCALE (100), RANDOM_MB (500), ROUNDS (3), LEVEL (zstd level, 1),
+# JOBS (2), DATASETS ("pgbench random"), BENCH_DIR (/tmp/pgproof-bench; this
+# script works in $BENCH_DIR/backup, removed at the start), ARCHIVE_WAIT_S
+# (600: how long to wait for the archiver before giving up).
+# Runs as root (PostgreSQL and both tools run as the postgres user) or as a
+# user that can run PostgreSQL itself.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
 SCALE=${SCALE:-100}
-RANDOM_MB=${RANDOM_MB:-1000}
+RANDOM_MB=${RANDOM_MB:-500}
+ROUNDS=${ROUNDS:-3}
+LEVEL=${LEVEL:-1}
+JOBS=${JOBS:-2}
+DATASETS=${DATASETS:-"pgbench random"}
+ARCHIVE_WAIT_S=${ARCHIVE_WAIT_S:-600}
 base=${BENCH_DIR:-/tmp/pgproof-bench}/backup
+
+for d in $DATASETS; do
+  case $d in pgbench | random) ;; *) echo "DATASETS: unknown dataset '$d' (pgbench, random)" >&2; exit 2 ;; esac
+done
+[ "$ROUNDS" -ge 1 ] || { echo "ROUNDS must be at least 1" >&2; exit 2; }
 
 bash "$root/scripts/install-test-deps.sh" >/dev/null
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-for d in "$base"/*/pgdata; do [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
+
+# Servers of an earlier, interrupted run; and none left running by this one.
+stop_clusters() {
+  local d
+  for d in "$base"/*/pgdata; do
+    [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
+  done
+  return 0
+}
+stop_clusters
+trap stop_clusters EXIT
+trap 'exit 130' INT TERM
 rm -rf "$base"
 mkdir -p "$base"
 chmod 755 "$base"
-install -m 755 "$root/target/release/pgproof" "$base/pgproof"
+install -m 755 "${CARGO_TARGET_DIR:-$root/target}/release/pgproof" "$base/pgproof"
 
-timed() { # timed NAME CMD...: runs CMD as the postgres user, records ms and peak KiB
-  local name=$1; shift
+as_pg_argv=()
+[ "$(id -u)" = 0 ] && as_pg_argv=(runuser -u postgres --)
+
+# timed ROUND TOOL OP CMD...: runs CMD as the postgres user and appends
+# "round tool op ms elapsed_s user_s sys_s maxrss_kib" to $work/runs.
+# ms is the wall time from just before the command until it returned (and,
+# with TIMED_SYNC=1, until the sync after it returned); elapsed, user and
+# sys are /usr/bin/time's for the command alone, and they include every
+# child the command waited for (pgBackRest's helper processes). Peak RSS
+# (%M) is the largest single process, not a sum: for pgBackRest, which
+# runs one process per job plus the main one, it understates its total.
+timed() {
+  local round=$1 tool=$2 op=$3; shift 3
+  local name="$round-$tool-$op"
   # Each step starts with no dirty data of the previous one still being
   # written back, so neither tool pays for the other's writes.
   sync
   local t0; t0=$(now_ms)
-  /usr/bin/time -o "$work/$name.rss" -f %M runuser -u postgres -- "$@" >"$work/$name.out" 2>&1 || { cat "$work/$name.out" >&2; exit 1; }
+  if ! /usr/bin/time -o "$work/$name.time" -f '%e %U %S %M' "${as_pg_argv[@]}" "$@" >"$work/$name.out" 2>&1; then
+    echo "$name failed:" >&2
+    cat "$work/$name.out" "$work/$name.time" >&2
+    exit 1
+  fi
   # A restore counts until its files are on disk: pgBackRest syncs each
   # file as it goes, so without this the figure would only say how much
   # writeback the kernel happened to leave for later.
-  [ "${TIMED_SYNC:-}" = 1 ] && sync
-  echo $(( $(now_ms) - t0 )) >"$work/$name.ms"
+  if [ "${TIMED_SYNC:-}" = 1 ]; then sync; fi
+  local ms=$(($(now_ms) - t0))
+  echo "$round $tool $op $ms $(tail -n 1 "$work/$name.time")" >>"$work/runs"
+  local e u s m
+  read -r e u s m <"$work/$name.time"
+  printf '  round %s %-7s %-7s %7d ms  CPU %s%%  peak RSS %s MiB\n' "$round" "$tool" "$op" "$ms" \
+    "$(python3 -c "import sys; e,c=float(sys.argv[1]),float(sys.argv[2])+float(sys.argv[3]); print(f'{100*c/e:.0f}' if e else '-')" "$e" "$u" "$s")" \
+    "$((m >> 10))" >&2
 }
 
-restore_rounds() { # restore_rounds DIR KIND: both tools restore into DIR, twice each
-  local dir=$1 kind=$2 round=0 tool
-  # Each tool restores twice, in the order pgBackRest, pgproof, pgproof,
-  # pgBackRest: whichever goes first on a freshly idle disk has an edge, and
-  # this order gives it to both alike. The figures are the means.
-  for tool in pgbr pgproof pgproof pgbr; do
-    round=$((round + 1))
-    rm -rf "$dir/r-$tool"
-    if [ "$tool" = pgbr ]; then
-      mkdir -p "$dir/r-pgbr"; chown postgres:postgres "$dir/r-pgbr"; chmod 700 "$dir/r-pgbr"
-      TIMED_SYNC=1 timed "pgbr-restore-$kind-$round" pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --pg1-path="$dir/r-pgbr" restore
-    else
-      TIMED_SYNC=1 timed "pgproof-restore-$kind-$round" "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench restore "$dir/r-pgproof" --jobs 2
+server_log_tail() { echo "--- last lines of $work/server.log:" >&2; tail -n 30 "$work/server.log" >&2; }
+
+# archiver_caught_up: CHECKPOINT, switch WAL, and wait until the archiver has
+# stored the segment switched from and no file is left .ready. Fails on any
+# failed archive_command: in this benchmark both tools must always succeed,
+# and the archiver's retry pauses would distort the next backup.
+archiver_caught_up() {
+  psql_c "CHECKPOINT" >/dev/null
+  local target t0 row reached failed last_failed ready backlog
+  target=$(psql_c "SELECT pg_walfile_name(pg_switch_wal())")
+  t0=$(now_ms)
+  backlog=$(psql_c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
+  while :; do
+    # String order is WAL order for segment names (and a .backup history
+    # file sorts after its segment); COLLATE "C" so no locale reorders them.
+    row=$(psql_c "SELECT coalesce(last_archived_wal >= '$target' COLLATE \"C\", false), failed_count,
+                         coalesce(last_failed_wal, ''),
+                         (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+                  FROM pg_stat_archiver")
+    IFS="|" read -r reached failed last_failed ready <<<"$row"
+    if [ "$failed" != 0 ]; then
+      echo "archiving failed ($failed times, last $last_failed): see archive_command's output below" >&2
+      server_log_tail
+      exit 1
     fi
+    [ "$reached" = t ] && [ "$ready" = 0 ] && break
+    if [ $(($(now_ms) - t0)) -gt $((ARCHIVE_WAIT_S * 1000)) ]; then
+      echo "the archiver did not reach $target within ${ARCHIVE_WAIT_S}s ($ready files still .ready)" >&2
+      server_log_tail
+      exit 1
+    fi
+    sleep 0.1
   done
-  rm -rf "$dir/r-pgbr" "$dir/r-pgproof"
-  mean_of() { # mean_of NAME EXT ROUND ROUND: the mean of two rounds' figures
-    echo $(( ($(cat "$work/$1-$3.$2") + $(cat "$work/$1-$4.$2")) / 2 ))
-  }
-  for ext in ms rss; do
-    mean_of "pgbr-restore-$kind" $ext 1 4 >"$work/pgbr-restore-$kind.$ext"
-    mean_of "pgproof-restore-$kind" $ext 2 3 >"$work/pgproof-restore-$kind.$ext"
-  done
-  echo "$name: restore ($kind) ms per round: pgBackRest $(cat "$work/pgbr-restore-$kind-1.ms") $(cat "$work/pgbr-restore-$kind-4.ms"), pgproof $(cat "$work/pgproof-restore-$kind-2.ms") $(cat "$work/pgproof-restore-$kind-3.ms")" >&2
+  echo "  archiver caught up to $target in $(($(now_ms) - t0)) ms ($backlog .ready after the switch)" >&2
 }
 
-run_dataset() { # run_dataset NAME SQL...
-  local name=$1; shift
+size_of() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+
+# The order of round ROUND: pgBackRest first in odd rounds, pgproof in even.
+order() { if [ $(($1 % 2)) = 1 ]; then echo "pgbr pgproof"; else echo "pgproof pgbr"; fi; }
+
+backup_rounds() {
+  local round tool before
+  for round in $(seq 1 "$ROUNDS"); do
+    for tool in $(order "$round"); do
+      archiver_caught_up
+      if [ "$tool" = pgbr ]; then
+        before=$(size_of "$work/pgbackrest/repo/backup")
+        timed "$round" pgbr backup pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --type=full backup
+        echo "$round pgbr $(($(size_of "$work/pgbackrest/repo/backup") - before))" >>"$work/stored"
+      else
+        before=$(size_of "$work/pgproof-repo/bench/backups")
+        timed "$round" pgproof backup env PGUSER=postgres "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench \
+          --compression "zstd:$LEVEL" backup-push "$PGDATA_DIR" --fast --jobs "$JOBS"
+        echo "$round pgproof $(($(size_of "$work/pgproof-repo/bench/backups") - before))" >>"$work/stored"
+      fi
+    done
+  done
+}
+
+restore_rounds() {
+  local round tool
+  for round in $(seq 1 "$ROUNDS"); do
+    for tool in $(order "$round"); do
+      # Untimed: the previous restores go, so every restore starts from the
+      # same free space and without the other's files in the page cache.
+      rm -rf "$work/r-pgbr" "$work/r-pgproof"
+      if [ "$tool" = pgbr ]; then
+        mkdir -m 700 "$work/r-pgbr"
+        [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/r-pgbr"
+        TIMED_SYNC=1 timed "$round" pgbr restore pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --pg1-path="$work/r-pgbr" restore
+      else
+        TIMED_SYNC=1 timed "$round" pgproof restore "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench \
+          restore "$work/r-pgproof" --jobs "$JOBS"
+      fi
+    done
+  done
+  rm -rf "$work/r-pgbr" "$work/r-pgproof"
+}
+
+# report LABEL DB_BYTES: every run, then the medians and ratios, from
+# $work/runs and $work/stored.
+report() {
+  python3 - "$1" "$2" "$work/runs" "$work/stored" "$LEVEL" "$JOBS" "$ROUNDS" "$SCALE" "$RANDOM_MB" <<'PY'
+import sys
+from statistics import median
+
+label, db_bytes, runs_path, stored_path, level, jobs, rounds, scale, random_mb = sys.argv[1:]
+names = {"pgbr": "pgBackRest", "pgproof": "pgproof"}
+runs = []
+for line in open(runs_path):
+    rnd, tool, op, ms, e, u, s, m = line.split()
+    cpu = 100 * (float(u) + float(s)) / float(e) if float(e) else 0.0
+    runs.append(dict(round=int(rnd), tool=tool, op=op, ms=int(ms), cpu=cpu, rss=int(m)))
+stored = {}
+for line in open(stored_path):
+    rnd, tool, size = line.split()
+    stored[(int(rnd), tool)] = int(size)
+
+print(f"\n{label}: database {int(db_bytes) >> 20} MiB, zstd level {level}, {jobs} processes per tool, {rounds} rounds")
+print(f"{'round':>5}  {'tool':<10}  {'op':<7}  {'ms':>8}  {'CPU%':>5}  {'peak RSS MiB':>12}  {'stored MiB':>10}")
+for r in runs:
+    st = stored.get((r["round"], r["tool"])) if r["op"] == "backup" else None
+    st = f"{st / 2**20:.1f}" if st is not None else ""
+    print(f"{r['round']:>5}  {names[r['tool']]:<10}  {r['op']:<7}  {r['ms']:>8}  {r['cpu']:>5.0f}  {r['rss'] / 1024:>12.1f}  {st:>10}")
+
+def med(tool, op, key):
+    return median(r[key] for r in runs if r["tool"] == tool and r["op"] == op)
+
+def med_stored(tool):
+    return median(v for (_, t), v in stored.items() if t == tool)
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "-"
+
+print(f"\nmedians{'':<21}{'pgBackRest':>12}{'pgproof':>12}   pgBackRest/pgproof")
+rows = [
+    ("backup ms", "backup", "ms", True),
+    ("restore ms", "restore", "ms", True),
+    ("backup CPU %", "backup", "cpu", False),
+    ("restore CPU %", "restore", "cpu", False),
+    ("backup peak RSS MiB", "backup", "rss", False),
+    ("restore peak RSS MiB", "restore", "rss", False),
+]
+for title, op, key, with_ratio in rows:
+    a, b = med("pgbr", op, key), med("pgproof", op, key)
+    if key == "rss":
+        a, b = a / 1024, b / 1024
+    fmt = (lambda v: f"{v:.0f}") if key != "rss" else (lambda v: f"{v:.1f}")
+    tail = f"   {ratio(a, b)}x" if with_ratio else ""
+    print(f"{title:<28}{fmt(a):>12}{fmt(b):>12}{tail}")
+sa, sb = med_stored("pgbr"), med_stored("pgproof")
+print(f"{'stored MiB (one backup)':<28}{sa / 2**20:>12.1f}{sb / 2**20:>12.1f}   {ratio(sa, sb)}")
+print("(ratio > 1: pgproof faster, or stores less)")
+
+dataset = "pgbench" if label == "pgbench" else "pgbench+random"
+fields = dict(
+    dataset=dataset, scale=scale, random_mb=random_mb if label != "pgbench" else 0,
+    level=level, jobs=jobs, rounds=rounds,
+    backup_ratio=ratio(med("pgbr", "backup", "ms"), med("pgproof", "backup", "ms")),
+    restore_ratio=ratio(med("pgbr", "restore", "ms"), med("pgproof", "restore", "ms")),
+    pgbr_backup_ms=round(med("pgbr", "backup", "ms")),
+    pgproof_backup_ms=round(med("pgproof", "backup", "ms")),
+    pgbr_restore_ms=round(med("pgbr", "restore", "ms")),
+    pgproof_restore_ms=round(med("pgproof", "restore", "ms")),
+    pgbr_backup_cpu=round(med("pgbr", "backup", "cpu")),
+    pgproof_backup_cpu=round(med("pgproof", "backup", "cpu")),
+    pgbr_restore_cpu=round(med("pgbr", "restore", "cpu")),
+    pgproof_restore_cpu=round(med("pgproof", "restore", "cpu")),
+    pgbr_backup_rss_kib=round(med("pgbr", "backup", "rss")),
+    pgproof_backup_rss_kib=round(med("pgproof", "backup", "rss")),
+    pgbr_restore_rss_kib=round(med("pgbr", "restore", "rss")),
+    pgproof_restore_rss_kib=round(med("pgproof", "restore", "rss")),
+    pgbr_stored=round(sa), pgproof_stored=round(sb),
+)
+print("RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()))
+PY
+}
+
+run_dataset() { # run_dataset NAME LOAD_FUNCTION
+  local name=$1 load=$2
   work=$base/$name
   mkdir -p "$work"
+  : >"$work/runs"
+  : >"$work/stored"
   new_cluster "$work"
   mkdir -p "$work/pgbackrest/repo" "$work/pgbackrest/log" "$work/pgbackrest/lock" "$work/pgproof-repo"
   cat >"$work/pgbackrest.conf" <<CONF
@@ -76,8 +276,8 @@ repo1-path=$work/pgbackrest/repo
 log-path=$work/pgbackrest/log
 lock-path=$work/pgbackrest/lock
 compress-type=zst
-compress-level=1
-process-max=2
+compress-level=$LEVEL
+process-max=$JOBS
 start-fast=y
 log-level-console=warn
 log-level-file=off
@@ -89,46 +289,34 @@ pg1-port=$PG_PORT
 CONF
   cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
 archive_mode = on
-archive_command = 'pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p && $base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:1 -q wal-push %p'
+archive_command = 'pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p && $base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:$LEVEL -q wal-push %p'
 CONF
-  chown -R postgres:postgres "$work"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$work"
   pg_start
-  echo "$name: loading data" >&2
-  "$@"
-  psql_c "CHECKPOINT" >/dev/null
+  # Before any segment is archived: without the stanza pgBackRest's
+  # archive-push fails and the archiver backs off.
   as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+  echo "$name: loading data" >&2
+  "$load"
   local db_size; db_size=$(psql_c "SELECT sum(pg_database_size(oid)) FROM pg_database")
   cat "$PGDATA_DIR"/base/*/* >/dev/null 2>&1 || true
 
-  echo "$name: backups" >&2
-  timed pgbr-backup pgbackrest --config="$work/pgbackrest.conf" --stanza=bench --type=full backup
-  timed pgproof-backup env PGUSER=postgres "$base/pgproof" --repo "file://$work/pgproof-repo" --cluster bench --compression zstd:1 backup-push "$PGDATA_DIR" --fast --jobs 2
+  echo "$name: backups, $ROUNDS rounds" >&2
+  backup_rounds
+  archiver_caught_up
   pg_stop
-  echo "$name: restores" >&2
-  restore_rounds "$work" disk
-
-  local pgbr_size pgproof_size
-  pgbr_size=$(du -sb "$work/pgbackrest/repo/backup" | cut -f1)
-  pgproof_size=$(du -sb "$work/pgproof-repo/bench/backups" | cut -f1)
-  ms() { cat "$work/$1.ms"; }
-  rss() { cat "$work/$1.rss"; }
-  cat <<REPORT
-
-$name: database $((db_size >> 20)) MiB
-                     pgBackRest      pgproof    ratio (pgBackRest/pgproof)
-backup ms          $(printf '%10s' "$(ms pgbr-backup)")   $(printf '%10s' "$(ms pgproof-backup)")    $(ratio "$(ms pgbr-backup)" "$(ms pgproof-backup)")x
-restore ms         $(printf '%10s' "$(ms pgbr-restore-disk)")   $(printf '%10s' "$(ms pgproof-restore-disk)")    $(ratio "$(ms pgbr-restore-disk)" "$(ms pgproof-restore-disk)")x
-stored MiB         $(printf '%10s' "$((pgbr_size >> 20))")   $(printf '%10s' "$((pgproof_size >> 20))")    $(ratio "$pgbr_size" "$pgproof_size")
-backup peak KiB    $(printf '%10s' "$(rss pgbr-backup)")   $(printf '%10s' "$(rss pgproof-backup)")
-restore peak KiB   $(printf '%10s' "$(rss pgbr-restore-disk)")   $(printf '%10s' "$(rss pgproof-restore-disk)")
-REPORT
+  echo "$name: restores, $ROUNDS rounds" >&2
+  restore_rounds
+  report "$name" "$db_size"
 }
 
 pgbench_data() { as_pg "$PG_BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1; }
 random_data() {
+  pgbench_data
   psql_c "CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   psql_c "CREATE TABLE noise AS SELECT gen_random_bytes(1000) AS b FROM generate_series(1, $RANDOM_MB * 1000)" >/dev/null
 }
 
-run_dataset pgbench pgbench_data
-run_dataset random random_data
+for d in $DATASETS; do
+  run_dataset "$d" "${d}_data"
+done

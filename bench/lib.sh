@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the benchmarks: a throwaway PostgreSQL 15 cluster run as
 # the unprivileged user, and timing in milliseconds.
 
