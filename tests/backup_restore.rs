@@ -692,3 +692,102 @@ fn find_manifest(repo: &Path) -> PathBuf {
         .find(|p| file_name(p) == "manifest.json")
         .unwrap_or_else(|| panic!("no manifest in {}", repo.display()))
 }
+
+/// docs/FORMAT.md tells an operator how to get files out of a part without
+/// pgproof and how to check them: `zstd -dc PART | tar -x`, `sha256sum` of
+/// the part, `xxhsum -H2` of each file. A file of several MiB makes the part
+/// several compression frames.
+#[test]
+fn a_part_restores_by_hand_and_every_file_checks_with_xxhsum() {
+    let scratch = Scratch::new("by-hand");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let cluster = Cluster::init_with(&scratch, "source", 15, &[]);
+    cluster.archive_with(&format!("--repo {} --cluster main", repo.url));
+    cluster.start();
+    cluster.execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let relpath = cluster.query_one("SELECT pg_relation_filepath('t')");
+    repo.backup(&cluster);
+    let manifest = find_manifest(repo.dir.as_ref().unwrap());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let backup_dir = manifest.parent().unwrap();
+    let out_dir = scratch.dir("by-hand");
+    for part in doc["parts"].as_array().unwrap() {
+        let name = part["name"].as_str().unwrap();
+        let path = backup_dir.join(name);
+        let sha = std::process::Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let sha = String::from_utf8_lossy(&sha.stdout);
+        assert_eq!(
+            sha.split_whitespace().next(),
+            part["stored_checksum"].as_str(),
+            "sha256sum of {name}"
+        );
+        let root = match part["tablespace"].as_u64() {
+            None => out_dir.clone(),
+            Some(oid) => out_dir.join(format!("tablespace-{oid}")),
+        };
+        std::fs::create_dir_all(&root).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"zstd -dc "$1" | tar -x -C "$2""#)
+            .arg("sh")
+            .arg(&path)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "zstd -dc {name} | tar -x");
+    }
+    // The table's file (several MiB) is in a part of several frames.
+    let table_part = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == relpath.as_str())
+        .map(|f| f["part"].as_u64().unwrap() as usize)
+        .unwrap();
+    let listed = std::process::Command::new("zstd")
+        .args(["-lv"])
+        .arg(backup_dir.join(doc["parts"][table_part]["name"].as_str().unwrap()))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let frames: u64 = listed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# Zstandard Frames:"))
+        .unwrap_or_else(|| panic!("zstd -lv printed no frame count:\n{listed}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(frames > 1, "one frame for a part of several MiB:\n{listed}");
+
+    let files = doc["files"].as_array().unwrap();
+    assert!(files.len() > 100);
+    for f in files {
+        let path = f["path"].as_str().expect("UTF-8 names in this cluster");
+        let on_disk = match f["tablespace"].as_u64() {
+            None => out_dir.join(path),
+            Some(oid) => out_dir.join(format!("tablespace-{oid}")).join(path),
+        };
+        let xxh = std::process::Command::new("xxhsum")
+            .arg("-H2")
+            .arg(&on_disk)
+            .output()
+            .unwrap();
+        assert!(xxh.status.success(), "xxhsum -H2 {path}");
+        let xxh = String::from_utf8_lossy(&xxh.stdout);
+        let want = f["checksum"].as_str().unwrap();
+        assert_eq!(
+            Some(want),
+            xxh.split_whitespace()
+                .next()
+                .map(|d| format!("xxh128:{d}"))
+                .as_deref(),
+            "{path}"
+        );
+    }
+}

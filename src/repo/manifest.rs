@@ -2,7 +2,7 @@
 //! prove what it is. Written last; a backup without one is incomplete.
 
 use super::path_bytes::{PathBytes, location_field, path_field};
-use crate::codec::Checksum;
+use crate::codec::{Checksum, ContentChecksum};
 use crate::pg::lsn::Lsn;
 use crate::pg::version::Major;
 use chrono::{DateTime, Utc};
@@ -86,7 +86,8 @@ pub struct FileEntry {
     pub path: PathBytes,
     pub tablespace: Option<u32>,
     pub size: u64,
-    pub checksum: Checksum,
+    /// SHA-256 (formats 1 and 2) or XXH3-128 (format 3) of the content.
+    pub checksum: ContentChecksum,
     pub mode: u32,
     pub mtime: i64,
     /// Index into `parts`.

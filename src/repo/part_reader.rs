@@ -1,12 +1,12 @@
 //! Reading a stored backup part back: one streaming pass that checks the
 //! stored object's checksum, decompresses it, walks the tar and checks each
-//! file's size and SHA-256 against the manifest. Restore hands the files to
+//! file's size and content checksum against the manifest. Restore hands the files to
 //! the disk; verify hands them to nowhere. Either way every check is made.
 
 use super::manifest::FileEntry;
 use super::path_bytes::PathBytes;
 use super::read_full;
-use crate::codec::{Checksum, Compression, Hasher};
+use crate::codec::{Checksum, Compression, ContentHasher, Hasher};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -260,7 +260,7 @@ fn walk_tar(
             .get(&(part, path.clone()))
             .ok_or_else(|| corrupt(format!("it holds {path}, which its manifest does not list")))?;
         sink.begin(&path, want)?;
-        let mut hasher = Hasher::new();
+        let mut hasher = ContentHasher::like(&want.checksum);
         let mut size = 0u64;
         loop {
             let buf = sink.buffer()?;
@@ -277,7 +277,7 @@ fn walk_tar(
         let sum = hasher.finish();
         if sum != want.checksum || size != want.size {
             return Err(Error::corrupt(format!(
-                "{path} (in {key}) fails its checksum: stored sha256 {}, {} bytes; read back sha256 {sum}, {size} bytes",
+                "{path} (in {key}) fails its checksum: stored {}, {} bytes; read back {sum}, {size} bytes",
                 want.checksum, want.size
             ))
             .with_hint("the stored backup is damaged; restore another backup"));
@@ -295,6 +295,7 @@ fn walk_tar(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::ContentChecksum;
 
     /// A zstd-compressed tar of two files (one spanning several chunks), and the manifest's view of it.
     fn part() -> (Vec<u8>, Vec<FileEntry>) {
@@ -319,7 +320,7 @@ mod tests {
                 path: PathBytes::from(*path),
                 tablespace: None,
                 size: data.len() as u64,
-                checksum: Checksum::of(data),
+                checksum: ContentChecksum::of(data),
                 mode: 0o600,
                 mtime: 0,
                 part: 0,
@@ -369,7 +370,8 @@ mod tests {
                 path: PathBytes::from(bad),
                 tablespace: None,
                 size: 1,
-                checksum: Checksum::of(&data),
+                // As formats 1 and 2 recorded it.
+                checksum: ContentChecksum::from(Checksum::of(&data)),
                 mode: 0o600,
                 mtime: 0,
                 part: 0,
@@ -398,7 +400,7 @@ mod tests {
         assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt, "{err}");
 
         let mut wrong = entries.clone();
-        wrong[0].checksum = Checksum::of(b"something else");
+        wrong[0].checksum = ContentChecksum::of(b"something else");
         let err = read(&stored, &wrong, sum).unwrap_err();
         assert!(err.to_string().contains("base/1/1259"), "{err}");
 

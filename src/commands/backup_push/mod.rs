@@ -399,6 +399,9 @@ async fn wait_for_wal(
     let deadline = Instant::now() + timeout;
     let mut progress: Option<Progress> = None;
     let needed = first.number(seg_size).abs_diff(last.number(seg_size)) + 1;
+    // The stop segment is usually archived within tens of milliseconds:
+    // look again soon, then less and less often.
+    let mut pause = Duration::from_millis(20);
     loop {
         let mut missing = Vec::new();
         let mut seg = first;
@@ -447,6 +450,7 @@ async fn wait_for_wal(
             p.set(needed - missing.len() as u64);
             progress = Some(p);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }

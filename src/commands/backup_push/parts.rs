@@ -7,7 +7,7 @@ use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
 use super::walk::SourceFile;
 use crate::codec::frames::{CompressPool, FrameWriter};
-use crate::codec::{Checksum, Hasher};
+use crate::codec::{Checksum, ContentChecksum, ContentHasher, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::datadir;
 use crate::pg::lsn::Lsn;
@@ -92,7 +92,7 @@ pub fn plan(files: &[SourceFile], extension: &str) -> Vec<PartPlan> {
 pub struct StoredFile {
     pub index: usize,
     pub size: u64,
-    pub checksum: Checksum,
+    pub checksum: ContentChecksum,
 }
 
 /// A page that failed its data checksum, twice.
@@ -195,7 +195,7 @@ fn copy_content<R: Read, W: Write>(
     mut file: R,
     len: u64,
     out: &mut FrameWriter<W>,
-    hasher: &mut Hasher,
+    hasher: &mut ContentHasher,
     mut pages: Option<&mut PageChecker>,
     cancel: &Cancel,
 ) -> std::io::Result<()> {
@@ -285,7 +285,7 @@ pub fn write_part<W: Write>(
             let segment = relation_segment(f)?;
             Some(PageChecker::new(v.block_size, v.backup_start, segment))
         });
-        let mut hasher = Hasher::new();
+        let mut hasher = ContentHasher::new();
         let archiving = || io(format!("archiving {}", f.full.display()));
         tar_entry::append_header(&mut tar, &mut header, &f.path).map_err(archiving())?;
         copy_content(
@@ -375,7 +375,10 @@ mod tests {
         .unwrap();
         assert_eq!(result.vanished, vec![PathBytes::from("gone")]);
         assert_eq!(result.files.len(), 2);
-        assert_eq!(result.files[0].checksum, Checksum::of(&[1u8; 10_000]));
+        assert_eq!(
+            result.files[0].checksum,
+            ContentChecksum::of(&[1u8; 10_000])
+        );
 
         let mut tar = tar::Archive::new(Compression::Lz4.decoder(&out[..]).unwrap());
         let names: Vec<String> = tar
@@ -391,7 +394,7 @@ mod tests {
         let data = [9u8; 100];
         let pool = CompressPool::new(Compression::None, 1).unwrap();
         let mut out = FrameWriter::new(pool, Vec::new());
-        let mut hasher = Hasher::new();
+        let mut hasher = ContentHasher::new();
         copy_content(
             &data[..40],
             100,
@@ -406,7 +409,7 @@ mod tests {
         assert_eq!(out.len(), 512);
         assert!(out[..40].iter().all(|&b| b == 9));
         assert!(out[40..].iter().all(|&b| b == 0));
-        assert_eq!(hasher.finish(), Checksum::of(&out[..100]));
+        assert_eq!(hasher.finish(), ContentChecksum::of(&out[..100]));
     }
 
     #[test]
@@ -525,7 +528,7 @@ mod tests {
         for f in &result.files {
             assert_eq!(
                 f.checksum,
-                Checksum::of(&vec![f.index as u8; 1000 + f.index])
+                ContentChecksum::of(&vec![f.index as u8; 1000 + f.index])
             );
         }
         let totals = read_part(

@@ -401,7 +401,7 @@ impl OpenFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Checksum;
+    use crate::codec::ContentChecksum;
     use crate::progress::Unit;
 
     fn entry(size: u64) -> FileEntry {
@@ -409,7 +409,7 @@ mod tests {
             path: PathBytes::from("x"),
             tablespace: None,
             size,
-            checksum: Checksum::of(b""),
+            checksum: ContentChecksum::of(b""),
             mode: 0o600,
             mtime: 0,
             part: 0,
