@@ -6,7 +6,9 @@
 #     pgbench+random) = the same plus $RANDOM_MB MB of incompressible rows;
 #   - both tools zstd at level $LEVEL, $JOBS processes (pgBackRest
 #     process-max, pgproof --jobs), a filesystem repository on the same disk,
-#     warm page cache; archive_command pushes every segment through both;
+#     warm page cache; archive_command pushes every segment through both,
+#     the tool about to be timed first (each backup waits for its own push
+#     of the stop segment, not for the other tool's);
 #   - before every timed backup: CHECKPOINT (so neither tool's fast start
 #     checkpoint writes the other's dirty buffers), a WAL switch, and a wait
 #     until the archiver has stored everything up to it with nothing left
@@ -142,12 +144,26 @@ archiver_caught_up() {
 size_of() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 
 # The order of round ROUND: pgBackRest first in odd rounds, pgproof in even.
+# archive_first TOOL: archive_command pushes each segment with TOOL first.
+# A backup waits until its stop segment is in its own archive; with the
+# other tool's push first in the same command it would also wait for that
+# one. So the tool about to be timed goes first.
+archive_first() {
+  local pgbr="pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p"
+  local pgproof="$base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:$LEVEL -q wal-push %p"
+  local command
+  if [ "$1" = pgbr ]; then command="$pgbr && $pgproof"; else command="$pgproof && $pgbr"; fi
+  psql_c "ALTER SYSTEM SET archive_command = '$command'" >/dev/null
+  psql_c "SELECT pg_reload_conf()" >/dev/null
+}
+
 order() { if [ $(($1 % 2)) = 1 ]; then echo "pgbr pgproof"; else echo "pgproof pgbr"; fi; }
 
 backup_rounds() {
   local round tool before
   for round in $(seq 1 "$ROUNDS"); do
     for tool in $(order "$round"); do
+      archive_first "$tool"
       archiver_caught_up
       if [ "$tool" = pgbr ]; then
         before=$(size_of "$work/pgbackrest/repo/backup")

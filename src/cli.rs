@@ -26,7 +26,7 @@ pub struct Cli {
     /// Repository: file:///path or s3://bucket/prefix
     #[arg(long, global = true, env = "PGPROOF_REPO", value_name = "URL")]
     pub repo: Option<String>,
-    /// Compression of stored files: zstd, zstd:LEVEL, lz4 or none [default: zstd:3]
+    /// Compression of stored files: zstd, zstd:LEVEL, lz4 or none [default: zstd:1]
     #[arg(long, global = true, env = "PGPROOF_COMPRESSION", value_name = "CODEC")]
     pub compression: Option<String>,
     /// The cluster's data directory

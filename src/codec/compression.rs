@@ -12,7 +12,9 @@ pub enum Compression {
     Zstd { level: i32 },
 }
 
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Level 1: on pgbench data and on random rows, level 3 stored the same
+/// size (within 0.4%) and took 28–35% longer (docs/BENCHMARKS.md, issue 12).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 impl Default for Compression {
     fn default() -> Self {
@@ -307,7 +309,7 @@ mod tests {
     fn parses_settings() {
         assert_eq!(
             "zstd".parse::<Compression>().unwrap(),
-            Compression::Zstd { level: 3 }
+            Compression::Zstd { level: 1 }
         );
         assert_eq!(
             "zstd:1".parse::<Compression>().unwrap(),

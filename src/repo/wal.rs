@@ -5,13 +5,12 @@
 use super::layout::{self, WalObjectName};
 use super::wal_claim::{Claimed, ListedClaim, listed_claim};
 use super::{Repository, read_full};
-use crate::codec::compression::FrameCompressor;
+use crate::codec::frames::{CompressPool, FRAME_INPUT, FrameWriter};
 use crate::codec::{Checksum, Compression, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use bytes::Bytes;
 use std::io::Read;
-use std::sync::{Condvar, Mutex};
 
 /// Directory listings of one binding's WAL archive, each directory read at
 /// most once: a batch of files mostly shares a directory.
@@ -337,166 +336,54 @@ pub struct Packed {
     pub compressed: Option<(Compression, Vec<u8>)>,
 }
 
-const CHUNK: usize = 1 << 20;
-/// Chunks read but not yet compressed; past this the reading thread
-/// compresses the chunk itself, so memory stays bounded.
-const MAX_QUEUED: usize = 4;
-
-/// Work shared between the reading thread and the compressing thread.
-struct Shared {
-    queue: std::collections::VecDeque<(usize, Vec<u8>, usize)>,
-    reading_done: bool,
-    frames: Vec<Option<Vec<u8>>>,
-    free: Vec<Vec<u8>>,
-    error: Option<Error>,
-}
-
 /// Reads a file in chunks of 1 MiB: the calling thread hashes each chunk
-/// and hands it to `inspect` (which may refuse the file); each chunk is
-/// compressed into its own frame by whichever of two threads is free, and
-/// the frames are concatenated in order (zstd and lz4 readers decode
-/// concatenated frames as one stream). Memory stays at a few chunks plus
-/// the compressed output.
+/// and hands it to `inspect` (which may refuse the file); two compression
+/// threads make each chunk a frame of its own, concatenated in order
+/// (zstd and lz4 readers decode concatenated frames as one stream), so
+/// that hashing and compressing a segment use both cores. Memory stays at
+/// a few chunks plus the compressed output.
 pub fn pack(
     reader: &mut dyn Read,
     compression: Option<Compression>,
     inspect: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Packed> {
     let io = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "reading the file").with_source(e);
+    let compressing = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "compressing").with_source(e);
     let mut hasher = Hasher::new();
     let mut offset = 0u64;
-    let Some(compression) = compression else {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let len = read_full(reader, &mut buf).map_err(io)?;
-            if len == 0 {
-                break;
-            }
-            hasher.update(&buf[..len]);
-            inspect(offset, &buf[..len])?;
-            offset += len as u64;
-        }
-        return Ok(Packed {
-            checksum: hasher.finish(),
-            size: offset,
-            compressed: None,
-        });
+    let mut frames = match compression {
+        Some(c) => Some(FrameWriter::new(CompressPool::new(c, 2)?, Vec::new())),
+        None => None,
     };
-
-    let shared = Mutex::new(Shared {
-        queue: Default::default(),
-        reading_done: false,
-        frames: Vec::new(),
-        free: Vec::new(),
-        error: None,
-    });
-    let ready = Condvar::new();
-    let read_result = std::thread::scope(|scope| {
-        scope.spawn(|| match compression.frame_compressor() {
-            Ok(mut c) => compress_queued(&shared, &ready, &mut c, true),
-            Err(e) => {
-                lock(&shared).error.get_or_insert(e);
+    let mut plain = Vec::new();
+    loop {
+        let room = match frames.as_mut() {
+            Some(frames) => frames.spare().map_err(compressing)?,
+            None => {
+                plain.resize(FRAME_INPUT, 0);
+                &mut plain[..]
             }
-        });
-        let mut own = compression.frame_compressor()?;
-        let result = (|| -> Result<()> {
-            let mut index = 0;
-            loop {
-                let mut buf = lock(&shared).free.pop().unwrap_or_else(|| vec![0u8; CHUNK]);
-                let len = read_full(reader, &mut buf).map_err(io)?;
-                if len == 0 {
-                    return Ok(());
-                }
-                hasher.update(&buf[..len]);
-                inspect(offset, &buf[..len])?;
-                offset += len as u64;
-                let mut state = lock(&shared);
-                state.frames.push(None);
-                if state.queue.len() < MAX_QUEUED {
-                    state.queue.push_back((index, buf, len));
-                    ready.notify_one();
-                } else {
-                    drop(state);
-                    let frame = own.compress(&buf[..len]);
-                    store_frame(&shared, index, frame, buf);
-                }
-                index += 1;
-            }
-        })();
-        {
-            let mut state = lock(&shared);
-            state.reading_done = true;
-            if result.is_err() {
-                state.queue.clear();
-            }
-            ready.notify_all();
+        };
+        let len = read_full(reader, room).map_err(io)?;
+        if len == 0 {
+            break;
         }
-        // Help with what is still queued; the scope then waits for the other thread.
-        compress_queued(&shared, &ready, &mut own, false);
-        result
-    });
-    read_result?;
-    let state = shared
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(e) = state.error {
-        return Err(e);
+        hasher.update(&room[..len]);
+        inspect(offset, &room[..len])?;
+        offset += len as u64;
+        if let Some(frames) = frames.as_mut() {
+            frames.commit(len).map_err(compressing)?;
+        }
     }
-    let mut compressed = Vec::with_capacity(state.frames.iter().flatten().map(Vec::len).sum());
-    for frame in state.frames {
-        compressed.extend_from_slice(&frame.expect("every chunk was compressed"));
-    }
+    let compressed = match (compression, frames) {
+        (Some(c), Some(frames)) => Some((c, frames.finish().map_err(compressing)?)),
+        _ => None,
+    };
     Ok(Packed {
         checksum: hasher.finish(),
         size: offset,
-        compressed: Some((compression, compressed)),
+        compressed,
     })
-}
-
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn store_frame(shared: &Mutex<Shared>, index: usize, frame: Result<Vec<u8>>, buf: Vec<u8>) {
-    let mut state = lock(shared);
-    match frame {
-        Ok(f) => state.frames[index] = Some(f),
-        Err(e) => {
-            state.error.get_or_insert(e);
-        }
-    }
-    state.free.push(buf);
-}
-
-/// Compresses queued chunks; `wait` keeps the thread waiting for more until
-/// reading is done, otherwise it returns when the queue is empty.
-fn compress_queued(
-    shared: &Mutex<Shared>,
-    ready: &Condvar,
-    compressor: &mut FrameCompressor,
-    wait: bool,
-) {
-    loop {
-        let job = {
-            let mut state = lock(shared);
-            loop {
-                if let Some(job) = state.queue.pop_front() {
-                    break Some(job);
-                }
-                if state.reading_done || !wait {
-                    break None;
-                }
-                state = ready
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-        };
-        let Some((index, buf, len)) = job else { return };
-        let frame = compressor.compress(&buf[..len]);
-        store_frame(shared, index, frame, buf);
-    }
 }
 
 #[cfg(test)]
@@ -519,7 +406,7 @@ mod tests {
         assert_eq!(packed.checksum, Checksum::of(&data));
         assert_eq!(packed.size, data.len() as u64);
         assert_eq!(seen.iter().map(|(_, l)| l).sum::<usize>(), data.len());
-        assert_eq!(seen[1].0, CHUNK as u64);
+        assert_eq!(seen[1].0, FRAME_INPUT as u64);
         let (c, bytes) = packed.compressed.unwrap();
         let mut out = Vec::new();
         c.decoder(&bytes[..])
@@ -566,9 +453,9 @@ mod tests {
 
     #[test]
     fn a_refusal_stops_packing() {
-        let data = vec![7u8; 5 * CHUNK];
+        let data = vec![7u8; 5 * FRAME_INPUT];
         let err = pack(&mut &data[..], Some(Compression::Lz4), &mut |offset, _| {
-            if offset >= 2 * CHUNK as u64 {
+            if offset >= 2 * FRAME_INPUT as u64 {
                 Err(Error::corrupt("bad page"))
             } else {
                 Ok(())
