@@ -230,10 +230,11 @@ pub enum Command {
         /// Parts downloaded at once
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
-        /// Write every file through the page cache (by default files of 1 MiB
-        /// and more are written with direct I/O, where the filesystem allows)
+        /// Write files of 1 MiB and more with direct I/O, where the filesystem
+        /// allows (by default every file goes through the page cache, with
+        /// writeback started every 8 MiB)
         #[arg(long)]
-        buffered_io: bool,
+        direct_io: bool,
     },
     /// Check the whole archiving path of a cluster, end to end
     ///
@@ -485,7 +486,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             target_action,
             tablespaces,
             jobs,
-            buffered_io,
+            direct_io,
         } => {
             let result = async {
                 let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
@@ -520,10 +521,10 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     target_action: target_action.clone(),
                     tablespace_map: map,
                     jobs: *jobs,
-                    write_mode: if *buffered_io {
-                        restore::WriteMode::Buffered
-                    } else {
+                    write_mode: if *direct_io {
                         restore::WriteMode::Direct
+                    } else {
+                        restore::WriteMode::Buffered
                     },
                     durable: true,
                 };

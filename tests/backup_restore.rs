@@ -511,7 +511,7 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
     let mapping = format!("{oid}={}", new_place.display());
     // Traced, to see that every file restored, in the data directory and
     // in the tablespace, was synced before restore said it was done, and
-    // that large files were written with direct I/O.
+    // that with --direct-io large files were written with direct I/O.
     let trace = scratch.path.join("restore.strace");
     let out = pgproof_under(
         &[
@@ -536,6 +536,7 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
             "--target-immediate",
             "--target-action",
             "promote",
+            "--direct-io",
         ],
         &[],
         None,

@@ -348,7 +348,8 @@ pub fn pack(
     inspect: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Packed> {
     let io = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "reading the file").with_source(e);
-    let compressing = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "compressing").with_source(e);
+    let compressing =
+        |e: std::io::Error| Error::new(ErrorKind::LocalIo, "compressing").with_source(e);
     let mut hasher = Hasher::new();
     let mut offset = 0u64;
     let mut frames = match compression {

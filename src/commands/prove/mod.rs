@@ -258,8 +258,9 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             .map(|t| (t.oid, ctx.scratch.tablespace_dir(t.oid)))
             .collect(),
         jobs: ctx.opts.jobs,
-        write_mode: restore::WriteMode::Direct,
-        // The copy runs with fsync off and is removed afterwards.
+        // The copy runs with fsync off and is removed afterwards: nothing
+        // needs to reach the disk before the server reads it back.
+        write_mode: restore::WriteMode::Buffered,
         durable: false,
     };
     let remaining = ctx.deadline.saturating_duration_since(Instant::now());

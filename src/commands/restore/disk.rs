@@ -1,15 +1,17 @@
 //! Writing restored files, on a thread of their own per part, so that the
 //! disk is written while the next megabytes are checked.
 //!
-//! Large files go to the disk with direct I/O in aligned 2 MiB writes: on
-//! the virtual disks this was measured on, that reaches the device's
-//! bandwidth (about 900 MB/s), where the page cache's writeback managed
-//! 220–550 MB/s for the same bytes; it also spares the copy into the page
-//! cache and the kernel's dirty-page throttling. Small files, file tails
-//! shorter than a block, and filesystems that refuse direct I/O go through
-//! the page cache, with writeback started every 8 MiB as PostgreSQL's
-//! `*_flush_after` settings do. Either way the restore ends by syncing
-//! everything (`durable.rs`).
+//! By default files go through the page cache, with writeback started
+//! every 8 MiB as PostgreSQL's `*_flush_after` settings do. With
+//! `WriteMode::Direct` (restore's `--direct-io`) files of 1 MiB and more go
+//! to the disk with direct I/O in aligned 2 MiB writes, which spares the
+//! copy into the page cache and the kernel's dirty-page throttling: on
+//! this project's virtual disk that reached the device's bandwidth in
+//! November (900 MB/s against 220–550 buffered) and was 25% slower than
+//! the page cache in December, so it is the operator's choice. Small
+//! files, file tails shorter than a block, and filesystems that refuse
+//! direct I/O always go through the page cache. Either way the restore
+//! ends by syncing everything (`durable.rs`).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
