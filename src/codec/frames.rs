@@ -335,6 +335,60 @@ mod tests {
         assert!(!again.finish().unwrap().is_empty());
     }
 
+    /// Storage that fails partway (a full disk, a dropped connection).
+    struct FailsAfter(usize);
+
+    impl Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_fails_the_stream_without_hanging() {
+        let data = sample(12 * FRAME_INPUT);
+        let c = Compression::Zstd { level: 1 };
+        let pool = CompressPool::new(c, 2).unwrap();
+        let mut w = FrameWriter::new(pool.clone(), FailsAfter(10_000));
+        // The error surfaces at a later write or at the end, never as success.
+        let written = data
+            .chunks(FRAME_INPUT / 3)
+            .try_for_each(|p| w.write_all(p));
+        let result = written.and_then(|()| w.finish().map(|_| ()));
+        let err = result.expect_err("the output failed: so must the stream");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        // The pool is still good for the next stream (another part).
+        let mut next = FrameWriter::new(pool, Vec::new());
+        next.write_all(&data[..1000]).unwrap();
+        let out = next.finish().unwrap();
+        let mut back = Vec::new();
+        c.decoder(&out[..]).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == data[..1000]);
+    }
+
+    #[test]
+    fn a_writer_dropped_midway_leaves_the_pool_usable_and_droppable() {
+        let data = sample(6 * FRAME_INPUT);
+        let pool = CompressPool::new(Compression::Lz4, 2).unwrap();
+        {
+            let mut w = FrameWriter::new(pool.clone(), Vec::new());
+            w.write_all(&data).unwrap();
+            // Cancelled: dropped with frames in flight.
+        }
+        let mut w = FrameWriter::new(pool.clone(), Vec::new());
+        w.write_all(&data[..5]).unwrap();
+        assert!(!w.finish().unwrap().is_empty());
+        // The last owner joins the threads: this returns.
+        drop(pool);
+    }
+
     #[test]
     fn an_empty_stream_is_empty() {
         let pool = CompressPool::new(Compression::Zstd { level: 1 }, 1).unwrap();
