@@ -49,12 +49,12 @@ impl Compression {
 
     /// Compresses a whole buffer (WAL segments are bounded by the segment size).
     pub fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(data.len() / 4 + 1024);
-        let mut writer = self.encoder(&mut out)?;
-        writer.write_all(data).map_err(|e| {
-            Error::new(crate::error::ErrorKind::LocalIo, "compressing").with_source(e)
-        })?;
-        writer.finish()?;
+        let mut out = Vec::new();
+        self.frame_compressor()?
+            .compress_into(data, &mut out)
+            .map_err(|e| {
+                Error::new(crate::error::ErrorKind::LocalIo, "compressing").with_source(e)
+            })?;
         Ok(out)
     }
 
@@ -148,15 +148,6 @@ impl FrameCompressor {
             }
         }
         Ok(())
-    }
-
-    pub fn compress(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
-        match self {
-            FrameCompressor::Zstd(c) => c.compress(chunk).map_err(|e| {
-                Error::new(crate::error::ErrorKind::LocalIo, "compressing").with_source(e)
-            }),
-            FrameCompressor::Other(c) => c.compress(chunk),
-        }
     }
 }
 
@@ -277,8 +268,10 @@ mod tests {
             Compression::Zstd { level: 1 },
         ] {
             let mut fc = c.frame_compressor().unwrap();
-            let mut packed = fc.compress(a).unwrap();
-            packed.extend(fc.compress(b).unwrap());
+            let (mut packed, mut second) = (Vec::new(), Vec::new());
+            fc.compress_into(a, &mut packed).unwrap();
+            fc.compress_into(b, &mut second).unwrap();
+            packed.extend(second);
             let mut out = Vec::new();
             c.decoder(&packed[..])
                 .unwrap()

@@ -43,7 +43,6 @@ struct Done {
 
 /// Compression threads shared by every stream of a command.
 pub struct CompressPool {
-    compression: Compression,
     workers: usize,
     jobs: Option<SyncSender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -55,7 +54,6 @@ impl CompressPool {
     pub fn new(compression: Compression, workers: usize) -> Result<Arc<CompressPool>> {
         let workers = workers.max(1);
         let mut pool = CompressPool {
-            compression,
             workers,
             jobs: None,
             threads: Vec::new(),
@@ -83,10 +81,6 @@ impl CompressPool {
         }
         pool.jobs = Some(tx);
         Ok(Arc::new(pool))
-    }
-
-    pub fn compression(&self) -> Compression {
-        self.compression
     }
 }
 

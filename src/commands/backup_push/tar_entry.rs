@@ -15,20 +15,6 @@ use std::io::{Read, Write};
 /// What GNU readers take for a long-name entry's own name.
 const LONG_LINK: &[u8] = b"././@LongLink";
 
-/// Appends `data` under `path`. `header` has everything but the name (and
-/// its checksum) set; `path` is relative, as the walk produced it.
-#[cfg(test)]
-pub fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
-    header: &mut tar::Header,
-    path: &PathBytes,
-    mut data: impl std::io::Read,
-) -> std::io::Result<()> {
-    append_header(tar, header, path)?;
-    let size = std::io::copy(&mut data, tar.get_mut())?;
-    tar.get_mut().write_all(&ZEROS[..padding(size)])
-}
-
 /// Writes the entry's header for `path` (after a long-name entry when the
 /// name needs one); the caller writes the header's size of content and
 /// then `padding(size)` zeros. `header` has everything but the name (and
@@ -77,6 +63,18 @@ pub const ZEROS: [u8; 512] = [0; 512];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole entry, header, content and padding, as a part writes it.
+    fn append<W: Write>(
+        tar: &mut tar::Builder<W>,
+        header: &mut tar::Header,
+        path: &PathBytes,
+        mut data: impl Read,
+    ) -> std::io::Result<()> {
+        append_header(tar, header, path)?;
+        let size = std::io::copy(&mut data, tar.get_mut())?;
+        tar.get_mut().write_all(&ZEROS[..padding(size)])
+    }
 
     fn names() -> Vec<Vec<u8>> {
         vec![
