@@ -214,6 +214,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The global arguments of the `wal-fetch` a restore_command runs for
+    /// this cluster: its repository and cluster name, and `storage_args`.
+    pub fn wal_fetch_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--repo".to_string(),
+            self.repo.value.to_string(),
+            "--cluster".to_string(),
+            self.cluster.value.to_string(),
+        ];
+        args.extend(self.storage_args());
+        args
+    }
+
     /// The storage flags a pgproof started for this cluster by PostgreSQL
     /// (restore_command) needs to behave as this one: each that is not
     /// the default, as shell words.
@@ -554,7 +567,6 @@ pub fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// `90s`, `5m`, `1h30m`, or a plain number of seconds.
 /// Like `parse_duration`, and also zero (`0`, `0s`): an age threshold
 /// that everything passes.
 pub fn parse_age(text: &str) -> Result<Duration> {
@@ -565,6 +577,7 @@ pub fn parse_age(text: &str) -> Result<Duration> {
     }
 }
 
+/// `90s`, `5m`, `1h30m`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
     let parsed = match t.parse::<u64>() {
@@ -642,6 +655,12 @@ mod tests {
                 "5m"
             ]
         );
+        assert_eq!(
+            s.wal_fetch_args()[4..],
+            s.storage_args()[..],
+            "restore_command's wal-fetch gets the same storage flags"
+        );
+        assert_eq!(s.wal_fetch_args()[..2], ["--repo", "file:///a"]);
         over.retries = Some(8);
         over.retry_deadline = Some(Sourced::new("2m".into(), Origin::Flag("--retry-deadline")));
         over.timeout = None;

@@ -99,9 +99,10 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
     } else if !opts.json {
         out += "dry run: nothing was deleted; add --confirm to delete\n";
     }
-    let unfinished = abort_unfinished(&repo, opts, &inventory).await?;
+    let newest = newest_complete(&inventory);
+    let unfinished = abort_unfinished(&repo, opts, &inventory, &newest).await?;
     if opts.confirm {
-        remove_empty_debris_dirs(&repo, &inventory)?;
+        remove_empty_debris_dirs(&repo, &newest)?;
     }
     if !opts.json {
         out += &unfinished;
@@ -117,17 +118,16 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
 /// backup, and not itself complete. Such a backup can never complete, even
 /// if its upload is younger than the age limit (a run killed while it
 /// claimed its name leaves only that).
-fn debris_dir_of(key: &str, inventory: &Inventory) -> Option<(String, String)> {
+fn debris_dir_of(
+    key: &str,
+    inventory: &Inventory,
+    newest: &BTreeMap<&str, &str>,
+) -> Option<(String, String)> {
     let rest = key.strip_prefix(&format!("{}/", inventory.backups_root))?;
     let mut parts = rest.splitn(3, '/');
     let (binding, name) = (parts.next()?, parts.next()?);
     parts.next()?;
-    let newest = inventory
-        .backups
-        .iter()
-        .filter(|m| m.binding == binding)
-        .map(|m| m.name.as_str())
-        .max()?;
+    let newest = *newest.get(binding)?;
     let complete = inventory
         .backups
         .iter()
@@ -135,10 +135,9 @@ fn debris_dir_of(key: &str, inventory: &Inventory) -> Option<(String, String)> {
     (name < newest && !complete).then(|| (binding.to_string(), name.to_string()))
 }
 
-/// Removes the empty backup directories named before their binding's newest
-/// complete backup: a run killed between creating its directory and its
-/// first file leaves one, which no listing shows.
-fn remove_empty_debris_dirs(repo: &Repository, inventory: &Inventory) -> Result<()> {
+/// Each binding's newest complete backup: backup directories named before
+/// it that are not complete can never complete (debris).
+fn newest_complete(inventory: &Inventory) -> BTreeMap<&str, &str> {
     let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
     for m in &inventory.backups {
         let entry = newest.entry(m.binding.as_str()).or_insert(m.name.as_str());
@@ -146,7 +145,14 @@ fn remove_empty_debris_dirs(repo: &Repository, inventory: &Inventory) -> Result<
             *entry = m.name.as_str();
         }
     }
-    for (binding, newest) in newest {
+    newest
+}
+
+/// Removes the empty backup directories named before their binding's newest
+/// complete backup: a run killed between creating its directory and its
+/// first file leaves one, which no listing shows.
+fn remove_empty_debris_dirs(repo: &Repository, newest: &BTreeMap<&str, &str>) -> Result<()> {
+    for (&binding, &newest) in newest {
         for name in repo.empty_backup_dirs(binding)? {
             if name.as_str() < newest {
                 repo.remove_empty_backup_dir(binding, &name)?;
@@ -163,6 +169,7 @@ async fn abort_unfinished(
     repo: &Repository,
     opts: &DeleteOptions,
     inventory: &Inventory,
+    newest: &BTreeMap<&str, &str>,
 ) -> Result<String> {
     let now = chrono::Utc::now();
     let old: Vec<_> = repo
@@ -170,7 +177,7 @@ async fn abort_unfinished(
         .await?
         .into_iter()
         .filter(|u| {
-            debris_dir_of(&u.key, inventory).is_some()
+            debris_dir_of(&u.key, inventory, newest).is_some()
                 || (now - u.started).to_std().unwrap_or_default() >= opts.unfinished_age
         })
         .collect();
@@ -193,7 +200,7 @@ async fn abort_unfinished(
             upload.key,
             upload.id
         );
-        if let Some((binding, name)) = debris_dir_of(&upload.key, inventory) {
+        if let Some((binding, name)) = debris_dir_of(&upload.key, inventory, newest) {
             // The directory may now be empty: remove it with what is left.
             repo.remove_interrupted_uploads(&binding, &name)?;
         }

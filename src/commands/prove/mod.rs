@@ -456,15 +456,8 @@ fn start(ctx: &Context<'_>) -> Result<ProvingServer> {
         .map_err(|e| Error::io("finding", std::path::Path::new("pgproof"), e))?;
     // --pgdata: wal-fetch must use this data directory, not one the
     // configuration file gives the source cluster.
-    let mut args = vec![
-        "--repo".to_string(),
-        repo_url(ctx.settings),
-        "--cluster".to_string(),
-        ctx.settings.cluster.value.to_string(),
-        "--pgdata".to_string(),
-        data.display().to_string(),
-    ];
-    args.extend(ctx.settings.storage_args());
+    let mut args = ctx.settings.wal_fetch_args();
+    args.extend(["--pgdata".to_string(), data.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let restore_command = crate::pg::recovery::wal_fetch_command(&exe.display().to_string(), &args);
     let settings = server::server_settings(
@@ -479,10 +472,6 @@ fn start(ctx: &Context<'_>) -> Result<ProvingServer> {
         env.push(("PGPROOF_CONFIG".to_string(), absolute_display(file)));
     }
     ProvingServer::start(ctx.binaries, ctx.scratch, ctx.user, &settings, &env)
-}
-
-fn repo_url(settings: &Settings) -> String {
-    settings.repo.value.to_string()
 }
 
 fn absolute_display(path: &std::path::Path) -> String {

@@ -193,13 +193,7 @@ fn recovery_asked(settings: &Settings, opts: &RestoreOptions) -> Result<Recovery
         .map(str::parse::<recovery::TargetAction>)
         .transpose()?;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
-    let mut args = vec![
-        "--repo".to_string(),
-        settings.repo.value.to_string(),
-        "--cluster".to_string(),
-        settings.cluster.value.to_string(),
-    ];
-    args.extend(settings.storage_args());
+    let args = settings.wal_fetch_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Ok(Recovery {
         restore_command: recovery::wal_fetch_command(&exe.display().to_string(), &args),
