@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use pgproof::codec::{Checksum, Compression};
+use pgproof::codec::{Compression, ContentChecksum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -208,7 +208,7 @@ fn plant(dir: &Path, name: &str, content: &[u8], compression: Compression) -> Pa
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!(
         "{name}-{}.{}",
-        Checksum::of(content),
+        ContentChecksum::of(content).to_hex(),
         compression.extension()
     ));
     std::fs::write(&path, compression.compress(content).unwrap()).unwrap();

@@ -23,7 +23,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use pgproof::codec::{Checksum, Compression};
+use pgproof::codec::{Compression, ContentChecksum};
 use pgproof::pg::walname::WalFileName;
 use pgproof::repo::ClusterName;
 use pgproof::repo::identity::Binding;
@@ -67,7 +67,7 @@ fn synthetic_objects(binding: &str, n: u64) -> Vec<(String, Vec<u8>)> {
             &cluster,
             binding,
             WalFileName::parse(name).unwrap(),
-            Checksum::of(&body),
+            ContentChecksum::of(&body),
             Compression::None,
         );
         (key, body)

@@ -278,7 +278,7 @@ fn a_push_interrupted_between_claim_and_data_is_completed_by_its_retry() {
     let sums: Vec<String> = v
         .contents
         .iter()
-        .map(|c| pgproof::codec::Checksum::of(c).to_hex())
+        .map(|c| pgproof::codec::ContentChecksum::of(c).to_hex())
         .collect();
     assert!(
         err.contains("already claimed") && err.contains(&sums[0]) && err.contains(&sums[1]),

@@ -1,10 +1,11 @@
-//! Checksums of stored content. Every stored object (WAL object, backup
-//! part, document) has a SHA-256, which an operator recomputes with
-//! `sha256sum`. A backup's files have a content checksum: SHA-256 up to
-//! repository format 2, XXH3-128 from format 3 (`xxhsum -H2`), which is
-//! eight times cheaper here; hashing a backup's every byte with SHA-256
-//! cost more CPU than compressing it. Corruption is what it detects:
-//! tampering is for the manifest's and the parts' SHA-256 to reveal.
+//! Checksums of stored content. Every backup part and document has a
+//! SHA-256, which an operator recomputes with `sha256sum`. Content
+//! checksums (a backup's files, and the WAL files whose checksum names
+//! their object) are SHA-256 in older formats and XXH3-128 (`xxhsum -H2`)
+//! since: eight times cheaper here; hashing every byte with SHA-256 cost
+//! more CPU than compressing it (backup files from format 3, WAL from
+//! format 4). Corruption is what they detect: tampering with a backup is
+//! for the manifest's and the parts' SHA-256 to reveal.
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -54,9 +55,35 @@ pub enum ContentChecksum {
 const XXH128_PREFIX: &str = "xxh128:";
 
 impl ContentChecksum {
-    /// The XXH3-128 of `data` (what backup-push records).
+    /// The XXH3-128 of `data` (what backup-push and wal-push record).
     pub fn of(data: &[u8]) -> ContentChecksum {
         ContentChecksum::Xxh128(xxhash_rust::xxh3::xxh3_128(data))
+    }
+
+    /// The digits alone, as object and file names carry them: 64 for a
+    /// SHA-256, 32 for an XXH3-128; the length tells the kind.
+    pub fn to_hex(self) -> String {
+        match self {
+            ContentChecksum::Sha256(c) => c.to_hex(),
+            ContentChecksum::Xxh128(x) => format!("{x:032x}"),
+        }
+    }
+
+    /// Reads what `to_hex` writes.
+    pub fn from_hex(digits: &str) -> Result<ContentChecksum> {
+        match digits.len() {
+            32 if digits.bytes().all(|b| b.is_ascii_hexdigit()) => u128::from_str_radix(digits, 16)
+                .map(ContentChecksum::Xxh128)
+                .map_err(|_| Error::corrupt(format!("{digits:?} is not a checksum"))),
+            64 => digits.parse().map(ContentChecksum::Sha256),
+            _ => Err(Error::corrupt(format!("{digits:?} is not a checksum"))),
+        }
+    }
+
+    /// Whether `other` was computed the same way, so that equality means
+    /// equal content and inequality different content.
+    pub fn same_kind(&self, other: &ContentChecksum) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
 
@@ -231,6 +258,20 @@ mod tests {
         let mut h = ContentHasher::like(&sha);
         h.update(b"abc");
         assert_eq!(h.finish(), sha);
+        for c in [sha, xxh] {
+            assert_eq!(ContentChecksum::from_hex(&c.to_hex()).unwrap(), c);
+        }
+        assert_eq!(xxh.to_hex(), "06b05ab6733a618578af5f94892f3950");
+        assert!(sha.same_kind(&ContentChecksum::from(Checksum::of(b"x"))));
+        assert!(!sha.same_kind(&xxh));
+        for bad in [
+            "",
+            "06b0",
+            "zzb05ab6733a618578af5f94892f3950",
+            &"0".repeat(48),
+        ] {
+            assert!(ContentChecksum::from_hex(bad).is_err(), "{bad}");
+        }
         for bad in [
             "xxh128:06b0",
             "xxh128:zzb05ab6733a618578af5f94892f3950",

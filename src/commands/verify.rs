@@ -421,13 +421,13 @@ async fn check_claims(
     }
     let mut results = futures::stream::iter(to_read.into_iter().map(|(c, sums)| async move {
         let claim = repo.read_wal_claim(&c.key).await?;
-        if sums.contains(&claim.sha256.to_hex()) {
+        if sums.contains(&claim.content.to_hex()) {
             return Ok(());
         }
         Err(Error::corrupt(format!(
-            "claim {} holds sha256 {}, but the object stored for {} has sha256 {}",
+            "claim {} holds checksum {}, but the object stored for {} has checksum {}",
             c.key,
-            claim.sha256,
+            claim.content,
             c.name,
             sums.iter().cloned().collect::<Vec<_>>().join(", ")
         )))

@@ -1,7 +1,7 @@
 //! The only code that turns repository concepts into object keys. The
 //! layout is specified in docs/FORMAT.md; change both together.
 
-use crate::codec::{Checksum, Compression};
+use crate::codec::{Compression, ContentChecksum};
 use crate::error::{Error, Result};
 use crate::pg::walname::WalFileName;
 use std::fmt;
@@ -59,19 +59,21 @@ pub fn wal_dir(cluster: &ClusterName, binding: &str, name: WalFileName) -> Strin
     }
 }
 
-/// `<dir>/<wal name>-<sha256 of the uncompressed file>.<compression>`: the
-/// checksum in the key lets one listing tell an identical re-push from a
-/// conflicting one, without downloading anything.
+/// `<dir>/<wal name>-<checksum of the uncompressed file>.<compression>`,
+/// the checksum's hex digits (32 for XXH3-128, 64 for the SHA-256 of
+/// formats 1 to 3): the checksum in the key lets one listing tell an
+/// identical re-push from a conflicting one, without downloading anything.
 pub fn wal_object(
     cluster: &ClusterName,
     binding: &str,
     name: WalFileName,
-    sum: Checksum,
+    sum: ContentChecksum,
     c: Compression,
 ) -> String {
     format!(
-        "{}/{name}-{sum}.{}",
+        "{}/{name}-{}.{}",
         wal_dir(cluster, binding, name),
+        sum.to_hex(),
         c.extension()
     )
 }
@@ -167,7 +169,7 @@ pub fn check_probe(cluster: &ClusterName, token: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalObjectName {
     pub name: WalFileName,
-    pub checksum: Checksum,
+    pub checksum: ContentChecksum,
     pub compression: Compression,
 }
 
@@ -178,7 +180,7 @@ pub fn parse_wal_object(key: &str) -> Option<WalObjectName> {
     let (name, sum) = stem.rsplit_once('-')?;
     Some(WalObjectName {
         name: WalFileName::parse(name).ok()?,
-        checksum: sum.parse().ok()?,
+        checksum: ContentChecksum::from_hex(sum).ok()?,
         compression: Compression::from_extension(ext)?,
     })
 }
@@ -199,12 +201,12 @@ mod tests {
     #[test]
     fn wal_keys_round_trip() {
         let c = ClusterName::new("main").unwrap();
-        let sum = Checksum::of(b"x");
-        for n in [
-            "000000010000000A000000FF",
-            "00000002.history",
-            "000000010000000000000003.partial",
-            "000000010000000000000002.00000028.backup",
+        let legacy = ContentChecksum::from(crate::codec::Checksum::of(b"x"));
+        for (n, sum) in [
+            ("000000010000000A000000FF", ContentChecksum::of(b"x")),
+            ("00000002.history", ContentChecksum::of(b"y")),
+            ("000000010000000000000003.partial", legacy),
+            ("000000010000000000000002.00000028.backup", legacy),
         ] {
             let name = WalFileName::parse(n).unwrap();
             let key = wal_object(&c, "15-42", name, sum, Compression::Lz4);
@@ -214,9 +216,18 @@ mod tests {
             assert_eq!(parsed.compression, Compression::Lz4);
         }
         let seg = WalFileName::parse("000000010000000A000000FF").unwrap();
+        // printf x | xxhsum -H2
+        let sum = ContentChecksum::of(b"x");
         assert_eq!(
             wal_object(&c, "15-42", seg, sum, Compression::None),
-            format!("main/wal/15-42/000000010000000A/000000010000000A000000FF-{sum}.raw")
+            "main/wal/15-42/000000010000000A/000000010000000A000000FF-5c7401c0ec22eeeeeaf06c6480b2cd11.raw"
+        );
+        assert_eq!(
+            wal_object(&c, "15-42", seg, legacy, Compression::None),
+            format!(
+                "main/wal/15-42/000000010000000A/000000010000000A000000FF-{}.raw",
+                legacy.to_hex()
+            )
         );
         assert!(parse_wal_object("main/wal/15-42/0000000100000000/junk.txt").is_none());
     }
@@ -234,7 +245,13 @@ mod tests {
             let key = wal_claim(&c, "15-42", name);
             assert_eq!(parse_wal_claim(&key), Some(name));
             assert!(parse_wal_object(&key).is_none(), "{key}");
-            let object = wal_object(&c, "15-42", name, Checksum::of(b"x"), Compression::Lz4);
+            let object = wal_object(
+                &c,
+                "15-42",
+                name,
+                ContentChecksum::of(b"x"),
+                Compression::Lz4,
+            );
             assert_eq!(parse_wal_claim(&object), None);
         }
         assert_eq!(

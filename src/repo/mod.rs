@@ -139,17 +139,38 @@ impl Repository {
         Ok(record)
     }
 
+    /// Raises the identity record's format to this build's before it writes
+    /// anything an older pgproof would misread (format 4's WAL names: an
+    /// older wal-fetch would not recognise them and report the WAL missing,
+    /// ending a recovery early). Every command reads the record first, so
+    /// an older pgproof then refuses the whole prefix, naming the format.
+    async fn upgrade_record(&self, mut record: ClusterRecord) -> Result<()> {
+        let from = record.format;
+        record.format = FORMAT_VERSION;
+        let key = layout::identity_record(&self.cluster);
+        self.storage
+            .put_replace(&key, Bytes::from(document::encode(&record)?))
+            .await?;
+        tracing::info!(
+            "upgraded {} from repository format {from} to {FORMAT_VERSION}; a pgproof older than this one now refuses it",
+            self.describe()
+        );
+        Ok(())
+    }
+
     /// Binds an empty prefix to `candidate`, or reports whom it belongs to.
     /// Safe against a concurrent first push: the record is created only if absent.
     pub async fn bind(&self, candidate: Binding) -> Result<Bound> {
         for _ in 0..2 {
             if let Some(record) = self.load_record().await? {
                 let current = record.current().clone();
-                return Ok(if current.id == candidate.id {
-                    Bound::Existing(current)
-                } else {
-                    Bound::Mismatch(current)
-                });
+                if current.id != candidate.id {
+                    return Ok(Bound::Mismatch(current));
+                }
+                if record.format < FORMAT_VERSION {
+                    self.upgrade_record(record).await?;
+                }
+                return Ok(Bound::Existing(current));
             }
             let record = ClusterRecord {
                 format: FORMAT_VERSION,

@@ -6,7 +6,7 @@ use super::layout::{self, WalObjectName};
 use super::wal_claim::{Claimed, ListedClaim, listed_claim};
 use super::{Repository, read_full};
 use crate::codec::frames::{CompressPool, FRAME_INPUT, FrameWriter};
-use crate::codec::{Checksum, Compression, Hasher};
+use crate::codec::{Compression, ContentChecksum, ContentHasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use bytes::Bytes;
@@ -50,7 +50,7 @@ impl<'a> WalListings<'a> {
 pub struct StoredWal {
     pub key: String,
     pub name: WalFileName,
-    pub checksum: Checksum,
+    pub checksum: ContentChecksum,
     pub compression: Compression,
     pub stored_size: u64,
     /// When the object was stored, as the storage reports it.
@@ -180,7 +180,7 @@ impl Repository {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(
-                    "{name} is already archived in {} with different content (stored sha256 {}, this file {checksum}); the stored copy was left unchanged",
+                    "{name} is already archived in {} with different content (stored checksum {}, this file {checksum}); the stored copy was left unchanged",
                     self.describe(),
                     other.checksum
                 ),
@@ -197,10 +197,32 @@ impl Repository {
             )
             .with_hint("something else is deleting from the archive; PostgreSQL will retry"));
         };
-        if self.claim_wal(binding, name, checksum).await? == Claimed::Existing {
-            tracing::debug!("{name} was already claimed for this content; storing it");
-        }
-        let key = layout::wal_object(&self.cluster, binding, name, checksum, compression);
+        // A claim an older pgproof left (interrupted before its object was
+        // stored) holds a SHA-256: this content is hashed that way to compare.
+        let same_content = |claimed: &ContentChecksum| -> Result<bool> {
+            if claimed.same_kind(&checksum) {
+                return Ok(*claimed == checksum);
+            }
+            let mut hasher = ContentHasher::like(claimed);
+            let mut decoder = compression.decoder(&bytes[..]).map_err(|e| {
+                Error::new(ErrorKind::LocalIo, "decompressing what was packed").with_source(e)
+            })?;
+            std::io::copy(&mut decoder, &mut HashWriter(&mut hasher)).map_err(|e| {
+                Error::new(ErrorKind::LocalIo, "decompressing what was packed").with_source(e)
+            })?;
+            Ok(hasher.finish() == *claimed)
+        };
+        let named_by = match self
+            .claim_wal(binding, name, checksum, &same_content)
+            .await?
+        {
+            Claimed::New => checksum,
+            Claimed::Existing { checksum: claimed } => {
+                tracing::debug!("{name} was already claimed for this content; storing it");
+                claimed
+            }
+        };
+        let key = layout::wal_object(&self.cluster, binding, name, named_by, compression);
         let packed_len = bytes.len() as u64;
         match self.storage.put_new(&key, Bytes::from(bytes)).await {
             Ok(()) => {}
@@ -315,12 +337,12 @@ fn decode_verified(stored: &StoredWal, packed: &[u8], limit: u64) -> Result<Vec<
             kind_of(stored.name)
         )));
     }
-    let mut hasher = Hasher::new();
+    let mut hasher = ContentHasher::like(&stored.checksum);
     hasher.update(&out);
     let actual = hasher.finish();
     if actual != stored.checksum {
         return Err(corrupt(format!(
-            "its content has sha256 {actual}, expected {}",
+            "its content has checksum {actual}, expected {}",
             stored.checksum
         )));
     }
@@ -331,26 +353,26 @@ fn decode_verified(stored: &StoredWal, packed: &[u8], limit: u64) -> Result<Vec<
 /// asked for (not when an object of that name is already stored: then only
 /// the checksum decides).
 pub struct Packed {
-    pub checksum: Checksum,
+    pub checksum: ContentChecksum,
     pub size: u64,
     pub compressed: Option<(Compression, Vec<u8>)>,
 }
 
 /// Reads a file in chunks of 1 MiB: the calling thread hashes each chunk
-/// and hands it to `inspect` (which may refuse the file); two compression
-/// threads make each chunk a frame of its own, concatenated in order
-/// (zstd and lz4 readers decode concatenated frames as one stream), so
-/// that hashing and compressing a segment use both cores. Memory stays at
-/// a few chunks plus the compressed output.
+/// with `hasher` and hands it to `inspect` (which may refuse the file); two
+/// compression threads make each chunk a frame of its own, concatenated in
+/// order (zstd and lz4 readers decode concatenated frames as one stream),
+/// so that hashing and compressing a segment use both cores. Memory stays
+/// at a few chunks plus the compressed output.
 pub fn pack(
     reader: &mut dyn Read,
     compression: Option<Compression>,
+    mut hasher: ContentHasher,
     inspect: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Packed> {
     let io = |e: std::io::Error| Error::new(ErrorKind::LocalIo, "reading the file").with_source(e);
     let compressing =
         |e: std::io::Error| Error::new(ErrorKind::LocalIo, "compressing").with_source(e);
-    let mut hasher = Hasher::new();
     let mut offset = 0u64;
     let mut frames = match compression {
         Some(c) => Some(FrameWriter::new(CompressPool::new(c, 2)?, Vec::new())),
@@ -387,6 +409,20 @@ pub fn pack(
     })
 }
 
+/// Feeds what is written to a hasher.
+struct HashWriter<'a>(&'a mut ContentHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,13 +434,14 @@ mod tests {
         let packed = pack(
             &mut &data[..],
             Some(Compression::Zstd { level: 1 }),
+            ContentHasher::new(),
             &mut |offset, chunk| {
                 seen.push((offset, chunk.len()));
                 Ok(())
             },
         )
         .unwrap();
-        assert_eq!(packed.checksum, Checksum::of(&data));
+        assert_eq!(packed.checksum, ContentChecksum::of(&data));
         assert_eq!(packed.size, data.len() as u64);
         assert_eq!(seen.iter().map(|(_, l)| l).sum::<usize>(), data.len());
         assert_eq!(seen[1].0, FRAME_INPUT as u64);
@@ -416,8 +453,15 @@ mod tests {
             .unwrap();
         assert_eq!(out, data);
 
-        let unpacked = pack(&mut &data[..], None, &mut |_, _| Ok(())).unwrap();
+        let unpacked = pack(&mut &data[..], None, ContentHasher::new(), &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(unpacked.checksum, packed.checksum);
+        // A name an older pgproof stored is compared by its own kind.
+        let legacy = ContentHasher::like(&crate::codec::Checksum::of(b"").into());
+        let sha = pack(&mut &data[..], None, legacy, &mut |_, _| Ok(())).unwrap();
+        assert_eq!(sha.checksum, crate::codec::Checksum::of(&data).into());
         assert!(unpacked.compressed.is_none());
     }
 
@@ -427,7 +471,7 @@ mod tests {
         let stored = |content: &[u8], compression| StoredWal {
             key: "k".into(),
             name,
-            checksum: Checksum::of(content),
+            checksum: ContentChecksum::of(content),
             compression,
             stored_size: 0,
             stored_at: chrono::Utc::now(),
@@ -455,13 +499,18 @@ mod tests {
     #[test]
     fn a_refusal_stops_packing() {
         let data = vec![7u8; 5 * FRAME_INPUT];
-        let err = pack(&mut &data[..], Some(Compression::Lz4), &mut |offset, _| {
-            if offset >= 2 * FRAME_INPUT as u64 {
-                Err(Error::corrupt("bad page"))
-            } else {
-                Ok(())
-            }
-        })
+        let err = pack(
+            &mut &data[..],
+            Some(Compression::Lz4),
+            ContentHasher::new(),
+            &mut |offset, _| {
+                if offset >= 2 * FRAME_INPUT as u64 {
+                    Err(Error::corrupt("bad page"))
+                } else {
+                    Ok(())
+                }
+            },
+        )
         .err()
         .unwrap();
         assert!(err.to_string().contains("bad page"));

@@ -7,7 +7,7 @@
 
 use super::identity::FORMAT_VERSION;
 use super::{Repository, document, layout};
-use crate::codec::Checksum;
+use crate::codec::ContentChecksum;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use bytes::Bytes;
@@ -19,8 +19,11 @@ use serde::{Deserialize, Serialize};
 pub struct WalClaim {
     pub format: u32,
     pub wal: String,
-    /// SHA-256 of the uncompressed content the name is claimed for.
-    pub sha256: Checksum,
+    /// Checksum of the uncompressed content the name is claimed for: an
+    /// XXH3-128 (`xxh128:<hex>`) from format 4, a SHA-256 in the field
+    /// `sha256` before.
+    #[serde(rename = "content_checksum", alias = "sha256")]
+    pub content: ContentChecksum,
     pub claimed_at: DateTime<Utc>,
     /// Where the claiming push ran, for the operator facing a conflict.
     pub host: String,
@@ -49,23 +52,28 @@ pub enum Claimed {
     New,
     /// It was there, for the same content: an identical push running at the
     /// same time, or an earlier one interrupted before its data was stored.
-    Existing,
+    /// `checksum` is the claim's: of another kind than the push's when an
+    /// older pgproof made the claim, and then the object is named by it.
+    Existing { checksum: ContentChecksum },
 }
 
 impl Repository {
     /// Claims `name` for the content with checksum `sum`. A claim for other
     /// content is a `Conflict` naming both checksums; nothing is written.
+    /// `same_content` tells whether a claimed checksum is this content's,
+    /// computing it if the claim's kind differs from `sum`'s.
     pub async fn claim_wal(
         &self,
         binding: &str,
         name: WalFileName,
-        sum: Checksum,
+        sum: ContentChecksum,
+        same_content: &dyn Fn(&ContentChecksum) -> Result<bool>,
     ) -> Result<Claimed> {
         let key = layout::wal_claim(&self.cluster, binding, name);
         let claim = WalClaim {
             format: FORMAT_VERSION,
             wal: name.to_string(),
-            sha256: sum,
+            content: sum,
             claimed_at: Utc::now(),
             host: hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -84,15 +92,17 @@ impl Repository {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 other => other?,
             };
-            if theirs.sha256 == sum {
-                return Ok(Claimed::Existing);
+            if same_content(&theirs.content)? {
+                return Ok(Claimed::Existing {
+                    checksum: theirs.content,
+                });
             }
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(
-                    "{name} is already claimed in {} for different content (claimed for sha256 {} at {} from host {:?}; this file has sha256 {sum}); nothing was stored",
+                    "{name} is already claimed in {} for different content (claimed for checksum {} at {} from host {:?}; this file has checksum {sum}); nothing was stored",
                     self.describe(),
-                    theirs.sha256,
+                    theirs.content,
                     theirs.claimed_at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
                     theirs.host,
                 ),

@@ -385,7 +385,7 @@ mod tests {
     /// computed from a listing of everything.
     #[tokio::test]
     async fn directory_wise_answers_equal_whole_archive_answers() {
-        use crate::codec::{Checksum, Compression};
+        use crate::codec::{Compression, ContentChecksum};
         use crate::storage::{RepoUrl, Storage};
         // 1 GiB segments: four per log, so that a few segments span many directories.
         const SEG: u64 = 1 << 30;
@@ -410,7 +410,7 @@ mod tests {
                     &repo.cluster,
                     "b",
                     name,
-                    Checksum::of(&body),
+                    ContentChecksum::of(&body),
                     Compression::None,
                 );
                 let storage = storage.clone();

@@ -3,7 +3,7 @@
 //! their source segments.
 
 use crate::common::*;
-use pgproof::codec::checksum::Checksum;
+use pgproof::codec::ContentHasher;
 use pgproof::repo::layout::{ClusterName, identity_record, parse_wal_claim, parse_wal_object};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -215,7 +215,9 @@ pub fn wal_object_problem(repo: &TestRepo, key: &str, source: &PathBuf) -> Optio
             stored.len()
         ));
     }
-    if Checksum::of(&decoded) != parsed.checksum {
+    let mut hasher = ContentHasher::like(&parsed.checksum);
+    hasher.update(&decoded);
+    if hasher.finish() != parsed.checksum {
         return Some(format!(
             "{key}: content does not match the checksum in its name"
         ));

@@ -400,7 +400,10 @@ async fn wait_for_wal(
     let mut progress: Option<Progress> = None;
     let needed = first.number(seg_size).abs_diff(last.number(seg_size)) + 1;
     // The stop segment is usually archived within tens of milliseconds:
-    // look again soon, then less and less often.
+    // look every 20 ms for a second (one directory listing each; doubling
+    // from the start made the wait up to twice the archiver's time), then
+    // less and less often.
+    let waiting_since = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
         let mut missing = Vec::new();
@@ -451,6 +454,8 @@ async fn wait_for_wal(
             progress = Some(p);
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
+        if waiting_since.elapsed() > Duration::from_secs(1) {
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 }

@@ -390,7 +390,7 @@ fn group_backup_dirs(inv: &Inventory) -> BTreeMap<(String, String), Vec<ObjectIn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Checksum, Compression};
+    use crate::codec::{Compression, ContentChecksum};
     use crate::pg::walname::WalFileName;
 
     const MIB16: u64 = 16 << 20;
@@ -425,7 +425,7 @@ mod tests {
         StoredWal {
             key: format!("main/wal/15-1/x/{name}"),
             name: WalFileName::parse(name).unwrap(),
-            checksum: Checksum::of(name.as_bytes()),
+            checksum: ContentChecksum::of(name.as_bytes()),
             compression: Compression::None,
             stored_size: 100,
             stored_at: Utc::now(),

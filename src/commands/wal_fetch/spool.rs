@@ -1,10 +1,11 @@
 //! The prefetch spool: `PGDATA/pg_wal/.pgproof-prefetch/<binding>/`, on the
 //! same filesystem as pg_wal so a prefetched file is renamed into place.
-//! Files are named `<wal name>-<sha256>` and appear only once complete;
+//! Files are named `<wal name>-<checksum digits>` (as the object's key has
+//! them) and appear only once complete;
 //! their checksum is verified again when taken, so a damaged spool file is
 //! discarded rather than handed to PostgreSQL.
 
-use crate::codec::{Checksum, Hasher};
+use crate::codec::{ContentChecksum, ContentHasher};
 use crate::error::{Error, Result};
 use crate::pg::walname::{Segment, WalFileName};
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ impl Spool {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))
     }
 
-    fn entries(&self) -> Vec<(WalFileName, Checksum, PathBuf)> {
+    fn entries(&self) -> Vec<(WalFileName, ContentChecksum, PathBuf)> {
         let Ok(read) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -39,7 +40,11 @@ impl Spool {
             .filter_map(|e| {
                 let file = e.file_name().to_str()?.to_string();
                 let (name, sum) = file.rsplit_once('-')?;
-                Some((WalFileName::parse(name).ok()?, sum.parse().ok()?, e.path()))
+                Some((
+                    WalFileName::parse(name).ok()?,
+                    ContentChecksum::from_hex(sum).ok()?,
+                    e.path(),
+                ))
             })
             .collect()
     }
@@ -58,7 +63,7 @@ impl Spool {
             let _ = std::fs::remove_file(&path);
             match content {
                 Ok(bytes) => {
-                    let mut h = Hasher::new();
+                    let mut h = ContentHasher::like(&sum);
                     h.update(&bytes);
                     if h.finish() == sum {
                         return Ok(Some(bytes));
@@ -72,10 +77,10 @@ impl Spool {
     }
 
     /// Stores a verified file under its final name, atomically.
-    pub fn put(&self, name: WalFileName, sum: Checksum, content: &[u8]) -> Result<()> {
+    pub fn put(&self, name: WalFileName, sum: ContentChecksum, content: &[u8]) -> Result<()> {
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         std::fs::write(&tmp, content).map_err(|e| Error::io("writing", &tmp, e))?;
-        let dest = self.dir.join(format!("{name}-{sum}"));
+        let dest = self.dir.join(format!("{name}-{}", sum.to_hex()));
         std::fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming", &dest, e))
     }
 

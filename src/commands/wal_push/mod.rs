@@ -6,7 +6,7 @@
 mod marker;
 
 use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
-use crate::codec::Compression;
+use crate::codec::{Compression, ContentHasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::history::{parse_backup_history, parse_timeline_history};
 use crate::pg::walheader::SegmentHeader;
@@ -61,7 +61,10 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let binding_id = Binding::id_for(local.control.system_identifier, local.control.major);
     let mut listings = WalListings::new(&repo, &binding_id);
     let existing = listings.dir_of(name).await?.to_vec();
-    let already_stored = existing.iter().any(|s| s.name == name);
+    let stored_copy = existing.iter().find(|s| s.name == name);
+    let already_stored = stored_copy.is_some();
+    // A copy an older pgproof stored is named by a SHA-256: compare like with like.
+    let hasher = stored_copy.map_or_else(ContentHasher::new, |s| ContentHasher::like(&s.checksum));
     tracing::debug!(
         "listed the archive at {}",
         report::duration(started.elapsed())
@@ -75,6 +78,7 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         name,
         local.clone(),
         (!already_stored).then_some(compression),
+        hasher,
     )
     .await?;
     tracing::debug!(
@@ -106,7 +110,8 @@ pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
         let results = futures::stream::iter(todo.into_iter().map(|(n, p)| {
             let (repo, local, binding, markers) = (&repo, local.clone(), &binding.id, &markers);
             async move {
-                let packed = pack_file(p.clone(), n, local, Some(compression)).await?;
+                let packed =
+                    pack_file(p.clone(), n, local, Some(compression), ContentHasher::new()).await?;
                 let archived = repo.archive_wal(binding, n, packed, &[]).await?;
                 let (Archived::Stored { key, .. } | Archived::AlreadyPresent { key }) = &archived;
                 markers.record(&n.to_string(), &p, key);
@@ -170,6 +175,7 @@ async fn pack_file(
     name: WalFileName,
     local: LocalCluster,
     compression: Option<Compression>,
+    hasher: ContentHasher,
 ) -> Result<Packed> {
     tokio::task::spawn_blocking(move || {
         let open_err = |e| {
@@ -181,12 +187,12 @@ async fn pack_file(
             // History and backup history files are small text files.
             let content = std::fs::read(&path).map_err(open_err)?;
             check_text_file(name, &content).map_err(refuse)?;
-            return wal::pack(&mut &content[..], compression, &mut |_, _| Ok(()));
+            return wal::pack(&mut &content[..], compression, hasher, &mut |_, _| Ok(()));
         }
         let mut file = std::fs::File::open(&path).map_err(open_err)?;
         let mut header: Option<SegmentHeader> = None;
         let full_segment = matches!(name, WalFileName::Segment(_));
-        let packed = wal::pack(&mut file, compression, &mut |offset, chunk| {
+        let packed = wal::pack(&mut file, compression, hasher, &mut |offset, chunk| {
             if offset == 0 {
                 header = Some(check_segment_header(name, chunk, &local)?);
             }
