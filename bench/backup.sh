@@ -195,8 +195,17 @@ restore_rounds() {
           restore "$work/r-pgproof" --jobs "$JOBS"
       fi
     done
+    # The floor: the data directory's relations (base/ and global/, nearly
+    # all its bytes; not pg_wal, which restores do not fill) written by cp,
+    # which only copies from the page cache, until synced. No restore can
+    # be more than (pgBackRest's time / this) times pgBackRest's speed on
+    # this disk.
+    rm -rf "$work/r-pgbr" "$work/r-pgproof" "$work/r-copy"
+    mkdir -m 700 "$work/r-copy"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/r-copy"
+    TIMED_SYNC=1 timed "$round" copy restore cp -a "$PGDATA_DIR/base" "$PGDATA_DIR/global" "$work/r-copy/"
   done
-  rm -rf "$work/r-pgbr" "$work/r-pgproof"
+  rm -rf "$work/r-pgbr" "$work/r-pgproof" "$work/r-copy"
 }
 
 # report LABEL DB_BYTES: every run, then the medians and ratios, from
@@ -207,7 +216,7 @@ import sys
 from statistics import median
 
 label, db_bytes, runs_path, stored_path, level, jobs, rounds, scale, random_mb = sys.argv[1:]
-names = {"pgbr": "pgBackRest", "pgproof": "pgproof"}
+names = {"pgbr": "pgBackRest", "pgproof": "pgproof", "copy": "cp -a"}
 runs = []
 for line in open(runs_path):
     rnd, tool, op, ms, e, u, s, m = line.split()
@@ -253,6 +262,9 @@ for title, op, key, with_ratio in rows:
 sa, sb = med_stored("pgbr"), med_stored("pgproof")
 print(f"{'stored MiB (one backup)':<28}{sa / 2**20:>12.1f}{sb / 2**20:>12.1f}   {ratio(sa, sb)}")
 print("(ratio > 1: pgproof faster, or stores less)")
+floor = med("copy", "restore", "ms")
+print(f"restore floor: cp -a of the data directory until synced, {floor:.0f} ms; no restore here can be"
+      f" more than {ratio(med('pgbr', 'restore', 'ms'), floor)}x pgBackRest's speed")
 
 dataset = "pgbench" if label == "pgbench" else "pgbench+random"
 fields = dict(
@@ -273,6 +285,7 @@ fields = dict(
     pgbr_restore_rss_kib=round(med("pgbr", "restore", "rss")),
     pgproof_restore_rss_kib=round(med("pgproof", "restore", "rss")),
     pgbr_stored=round(sa), pgproof_stored=round(sb),
+    copy_floor_ms=round(floor),
 )
 print("RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()))
 PY

@@ -293,6 +293,8 @@ async fn copy_files(
     let (repo, binding, name) = (repo.clone(), binding.to_string(), name.to_string());
     let on_progress = progress.clone();
     let part_files = files.clone();
+    let completions = Arc::new(parallel::Completions::new(opts.jobs));
+    let completing = completions.clone();
     let written = parallel::run(
         plans,
         opts.jobs,
@@ -318,13 +320,17 @@ async fn copy_files(
                     return Err(failure.context(format!("part {}", plan.name)));
                 }
             };
-            writer
-                .finish()
-                .map_err(|e| e.context(format!("part {}", plan.name)))?;
+            let part_name = plan.name.clone();
+            completing.spawn(cancel, move || {
+                writer
+                    .finish()
+                    .map_err(|e| e.context(format!("part {part_name}")))
+            })?;
             Ok((plan, result))
         },
     )
     .await;
+    let written = completions.wait_all(written).await;
     let mut by_plan = match written {
         Ok(done) => done,
         Err(e) => {

@@ -82,6 +82,87 @@ where
     Ok(done)
 }
 
+/// Parts' completions (the upload's last request; on a filesystem, the
+/// sync of the whole part) run beside the next parts' reading, so that a
+/// slot never waits on the disk or the network while there is data to
+/// compress. At most `limit` run at once: more would only queue on the
+/// same disk, so a part that completes beyond that waits for one to end.
+/// The first failure cancels the copy.
+pub struct Completions {
+    permits: Arc<tokio::sync::Semaphore>,
+    running: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    first_failure: Arc<std::sync::Mutex<Option<Error>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Completions {
+    /// Must be created on the runtime that will run the completions.
+    pub fn new(limit: usize) -> Completions {
+        Completions {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit.max(1))),
+            running: Default::default(),
+            first_failure: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs `complete` on a blocking thread, from a part's blocking thread.
+    pub fn spawn(
+        &self,
+        cancel: &Cancel,
+        complete: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let permit = self
+            .runtime
+            .block_on(self.permits.clone().acquire_owned())
+            .map_err(|_| Error::new(ErrorKind::LocalIo, "the part completions were closed"))?;
+        let (cancel, first_failure) = (cancel.clone(), self.first_failure.clone());
+        let handle = self.runtime.spawn_blocking(move || {
+            let _permit = permit;
+            if let Err(e) = complete() {
+                cancel.set();
+                let mut first = first_failure.lock().expect("never held across a panic");
+                match *first {
+                    None => *first = Some(e),
+                    Some(_) => tracing::debug!("another part failed too: {e}"),
+                }
+            }
+        });
+        self.running
+            .lock()
+            .expect("never held across a panic")
+            .push(handle);
+        Ok(())
+    }
+
+    /// Waits for every completion spawned so far (after a failure of the
+    /// copy, for `WIND_DOWN` at most: a part still running when the copy
+    /// failed may spawn one later, which then ends with the process); the
+    /// first completion's failure, which is the cause of any cancellation
+    /// the copy saw, or else `copied`'s outcome.
+    pub async fn wait_all<T>(&self, copied: Result<T>) -> Result<T> {
+        let handles = std::mem::take(&mut *self.running.lock().expect("never held across a panic"));
+        let all = futures::future::join_all(handles);
+        let joined = if copied.is_ok() {
+            Some(all.await)
+        } else {
+            tokio::time::timeout(WIND_DOWN, all).await.ok()
+        };
+        if let Some(e) = self
+            .first_failure
+            .lock()
+            .expect("never held across a panic")
+            .take()
+        {
+            return Err(e);
+        }
+        for j in joined.into_iter().flatten() {
+            j.map_err(|e| Error::new(ErrorKind::LocalIo, "part completion failed").with_source(e))?;
+        }
+        copied
+    }
+}
+
 /// The error a part's reader returns once the copy is cancelled.
 pub fn cancelled_io() -> std::io::Error {
     std::io::Error::other("cancelled: another part failed")
@@ -132,6 +213,57 @@ mod tests {
         // The running part stopped at its next read; the others never began.
         assert_eq!(stopped.load(Ordering::SeqCst), 1);
         assert_eq!(begun.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn completions_run_beside_the_next_parts() {
+        let completions = Arc::new(Completions::new(4));
+        let started = Instant::now();
+        let c = completions.clone();
+        // Four parts on one slot, each reading 50 ms then completing for 300 ms.
+        let copied = run(vec![0, 1, 2, 3], 1, Cancel::default(), move |i, cancel| {
+            std::thread::sleep(Duration::from_millis(50));
+            c.spawn(cancel, || {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })?;
+            Ok(i)
+        })
+        .await;
+        let done = completions.wait_all(copied).await.unwrap();
+        assert_eq!(done.len(), 4);
+        let took = started.elapsed();
+        // In series: 4 x 350 ms. Beside each other: 4 x 50 + 300 ms.
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_completion_cancels_the_copy_and_is_the_error_reported() {
+        let completions = Arc::new(Completions::new(2));
+        let c = completions.clone();
+        let copied = run(vec![0, 1, 2], 1, Cancel::default(), move |i, cancel| {
+            if i == 0 {
+                c.spawn(cancel, || {
+                    Err(Error::new(ErrorKind::Storage, "fsync of part 1 failed"))
+                })?;
+                return Ok(i);
+            }
+            // The next part reads until the failure cancels it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !cancel.is_set() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the failure did not cancel the copy"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(cancelled())
+        })
+        .await;
+        assert!(copied.is_err());
+        let err = completions.wait_all(copied).await.unwrap_err();
+        assert_eq!(err.message(), "fsync of part 1 failed");
     }
 
     #[tokio::test]
