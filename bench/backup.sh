@@ -263,8 +263,8 @@ sa, sb = med_stored("pgbr"), med_stored("pgproof")
 print(f"{'stored MiB (one backup)':<28}{sa / 2**20:>12.1f}{sb / 2**20:>12.1f}   {ratio(sa, sb)}")
 print("(ratio > 1: pgproof faster, or stores less)")
 floor = med("copy", "restore", "ms")
-print(f"restore floor: cp -a of the data directory until synced, {floor:.0f} ms; no restore here can be"
-      f" more than {ratio(med('pgbr', 'restore', 'ms'), floor)}x pgBackRest's speed")
+print(f"restore floor: cp -a of base/ and global/ until synced, {floor:.0f} ms (median): a restore here can"
+      f" be about {ratio(med('pgbr', 'restore', 'ms'), floor)}x pgBackRest's speed at the most")
 
 dataset = "pgbench" if label == "pgbench" else "pgbench+random"
 fields = dict(
