@@ -98,6 +98,21 @@ pub fn parse_relation_file(name: &str) -> Option<RelationFile<'_>> {
     })
 }
 
+/// A temporary relation's file, `t<backend>_<relfilenode>[_<fork>][.<segment>]`:
+/// left out of a database directory, as basebackup.c does
+/// (`looks_like_temp_rel_name`); the server removes such files at startup.
+pub fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else {
+        return false;
+    };
+    let Some((backend, relation)) = rest.split_once('_') else {
+        return false;
+    };
+    !backend.is_empty()
+        && backend.bytes().all(|b| b.is_ascii_digit())
+        && parse_relation_file(relation).is_some()
+}
+
 /// Within one database directory: the relfilenodes that have an init fork
 /// (unlogged relations), whose other forks are not backed up.
 pub fn unlogged_relations<'a>(names: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
@@ -129,6 +144,26 @@ pub fn is_checksummed_relation(relative: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_relations_are_told_from_everything_else() {
+        for temp in ["t3_16384", "t12_16390_fsm", "t3_16384.1", "t3_16384_vm.2"] {
+            assert!(is_temp_relation(temp), "{temp}");
+        }
+        for other in [
+            "16384",
+            "16384_init",
+            "t_16384",
+            "t3_",
+            "t3",
+            "tx_16384",
+            "t3_16384_foo",
+            "pg_filenode.map",
+            "PG_VERSION",
+        ] {
+            assert!(!is_temp_relation(other), "{other}");
+        }
+    }
 
     #[test]
     fn follows_basebackup_exclusions() {

@@ -108,7 +108,10 @@ fn walk_dir(
                 walk_dir(root, &rel, tablespace, out)?;
             }
             Decision::Include => {
-                if datadir::is_unlogged_data(&name_text, &unlogged) || !meta.is_file() {
+                if datadir::is_unlogged_data(&name_text, &unlogged)
+                    || (in_database_dir && datadir::is_temp_relation(&name_text))
+                    || !meta.is_file()
+                {
                     continue;
                 }
                 out.files.push(SourceFile {
