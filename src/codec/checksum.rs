@@ -80,6 +80,13 @@ impl ContentChecksum {
         }
     }
 
+    /// The checksum of `data` computed as this one was, to compare with it.
+    pub fn recompute(&self, data: &[u8]) -> ContentChecksum {
+        let mut hasher = ContentHasher::like(self);
+        hasher.update(data);
+        hasher.finish()
+    }
+
     /// Whether `other` was computed the same way, so that equality means
     /// equal content and inequality different content.
     pub fn same_kind(&self, other: &ContentChecksum) -> bool {
@@ -175,6 +182,18 @@ impl ContentHasher {
     }
 }
 
+/// What is written is hashed: a stream (a decoder, say) copied into it.
+impl std::io::Write for ContentHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Default for ContentHasher {
     fn default() -> ContentHasher {
         ContentHasher::new()
@@ -256,8 +275,11 @@ mod tests {
         h.update(b"bc");
         assert_eq!(h.finish(), xxh);
         let mut h = ContentHasher::like(&sha);
-        h.update(b"abc");
+        std::io::Write::write_all(&mut h, b"abc").unwrap();
         assert_eq!(h.finish(), sha);
+        assert_eq!(sha.recompute(b"abc"), sha);
+        assert_eq!(xxh.recompute(b"abc"), xxh);
+        assert_ne!(sha.recompute(b"abd"), sha);
         for c in [sha, xxh] {
             assert_eq!(ContentChecksum::from_hex(&c.to_hex()).unwrap(), c);
         }

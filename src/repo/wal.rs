@@ -207,7 +207,7 @@ impl Repository {
             let mut decoder = compression.decoder(&bytes[..]).map_err(|e| {
                 Error::new(ErrorKind::LocalIo, "decompressing what was packed").with_source(e)
             })?;
-            std::io::copy(&mut decoder, &mut HashWriter(&mut hasher)).map_err(|e| {
+            std::io::copy(&mut decoder, &mut hasher).map_err(|e| {
                 Error::new(ErrorKind::LocalIo, "decompressing what was packed").with_source(e)
             })?;
             Ok(hasher.finish() == *claimed)
@@ -337,9 +337,7 @@ fn decode_verified(stored: &StoredWal, packed: &[u8], limit: u64) -> Result<Vec<
             kind_of(stored.name)
         )));
     }
-    let mut hasher = ContentHasher::like(&stored.checksum);
-    hasher.update(&out);
-    let actual = hasher.finish();
+    let actual = stored.checksum.recompute(&out);
     if actual != stored.checksum {
         return Err(corrupt(format!(
             "its content has checksum {actual}, expected {}",
@@ -407,20 +405,6 @@ pub fn pack(
         size: offset,
         compressed,
     })
-}
-
-/// Feeds what is written to a hasher.
-struct HashWriter<'a>(&'a mut ContentHasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

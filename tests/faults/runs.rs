@@ -3,7 +3,6 @@
 //! their source segments.
 
 use crate::common::*;
-use pgproof::codec::ContentHasher;
 use pgproof::repo::layout::{ClusterName, identity_record, parse_wal_claim, parse_wal_object};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -215,9 +214,7 @@ pub fn wal_object_problem(repo: &TestRepo, key: &str, source: &PathBuf) -> Optio
             stored.len()
         ));
     }
-    let mut hasher = ContentHasher::like(&parsed.checksum);
-    hasher.update(&decoded);
-    if hasher.finish() != parsed.checksum {
+    if parsed.checksum.recompute(&decoded) != parsed.checksum {
         return Some(format!(
             "{key}: content does not match the checksum in its name"
         ));

@@ -5,7 +5,7 @@
 //! their checksum is verified again when taken, so a damaged spool file is
 //! discarded rather than handed to PostgreSQL.
 
-use crate::codec::{ContentChecksum, ContentHasher};
+use crate::codec::ContentChecksum;
 use crate::error::{Error, Result};
 use crate::pg::walname::{Segment, WalFileName};
 use std::path::{Path, PathBuf};
@@ -63,9 +63,7 @@ impl Spool {
             let _ = std::fs::remove_file(&path);
             match content {
                 Ok(bytes) => {
-                    let mut h = ContentHasher::like(&sum);
-                    h.update(&bytes);
-                    if h.finish() == sum {
+                    if sum.recompute(&bytes) == sum {
                         return Ok(Some(bytes));
                     }
                     tracing::warn!("discarded damaged prefetched file {}", path.display());
