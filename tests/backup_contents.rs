@@ -88,11 +88,7 @@ fn unlogged_and_temporary_relations_are_left_out_and_restore_as_postgresql_expec
         assert!(!dest.join(&temp).exists());
         let restored = Cluster::restored(&scratch, "restored", major, dest);
         restored.start();
-        wait_until(
-            "the restored server is promoted",
-            Duration::from_secs(60),
-            || restored.try_query_one("SELECT NOT pg_is_in_recovery()") == Some("t".into()),
-        );
+        restored.wait_promoted(Duration::from_secs(60));
         assert_eq!(
             restored.query_one("SELECT count(*)::text FROM logged"),
             "5000"

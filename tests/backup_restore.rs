@@ -140,12 +140,7 @@ fn pitr_by_time(major: u32, backend: Backend) {
         "restored",
         &["--target-time", &s.time, "--target-action", "promote"],
     );
-    wait_until("promotion", || {
-        restored
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    restored.wait_promoted(SERVER_WAIT);
     assert_eq!(count_keep(&restored), "1500", "{}", restored.server_log());
     assert_eq!(
         std::fs::read_to_string(restored.pgdata.join("PG_VERSION"))
@@ -228,11 +223,7 @@ fn every_kind_of_target() {
         (&name_target, "1500"),
         (&immediate, "1000"),
     ] {
-        wait_until("promotion", || {
-            c.try_query_one("SELECT pg_is_in_recovery()::text")
-                .as_deref()
-                == Some("false")
-        });
+        c.wait_promoted(SERVER_WAIT);
         assert_eq!(count_keep(c), want, "{}", c.server_log());
     }
     // psql's format and RFC 3339 are both accepted.
@@ -587,12 +578,7 @@ fn tablespaces_are_stored_separately_and_restored_where_asked() {
     );
     let restored = Cluster::restored(&scratch, "restored", 15, dest);
     restored.start();
-    wait_until("promotion", || {
-        restored
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    restored.wait_promoted(SERVER_WAIT);
     assert_eq!(restored.query_one("SELECT count(*)::text FROM far"), "777");
     let digest = "SELECT count(*) || ' ' || md5(string_agg(t, '' ORDER BY g)) FROM";
     assert_eq!(

@@ -205,11 +205,7 @@ fn a_format_3_archive_restores_and_keeps_growing_after_the_upgrade() {
     assert_exit(&out, 0);
     let restored = Cluster::restored(&scratch, "restored", 15, dest);
     restored.start();
-    wait_until(
-        "the restored server is promoted",
-        std::time::Duration::from_secs(60),
-        || restored.try_query_one("SELECT NOT pg_is_in_recovery()") == Some("t".into()),
-    );
+    restored.wait_promoted(std::time::Duration::from_secs(60));
     assert_eq!(restored.query_one("SELECT count(*)::text FROM t"), "3000");
 }
 

@@ -210,12 +210,7 @@ fn names_carried(name: &str, major: u32, backend: Backend) {
     let mut server = Cluster::restored(&scratch, "restored", major, dest);
     server.env = repo.env.clone();
     server.start();
-    wait_until("promotion", Duration::from_secs(90), || {
-        server
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    server.wait_promoted(Duration::from_secs(90));
     assert_eq!(server.query_one("SELECT count(*)::text FROM t"), "1000");
 
     // A second backup; deleting the first reads both manifests.

@@ -64,16 +64,7 @@ fn a_new_system_takes_over_the_prefix_and_the_old_backups_still_restore() {
         assert_exit(&run(&args), 0);
         let restored = Cluster::restored(&scratch, name, major, dest.clone());
         restored.start();
-        wait_until(
-            &format!("promotion of {name}"),
-            Duration::from_secs(120),
-            || {
-                restored
-                    .try_query_one("SELECT pg_is_in_recovery()::text")
-                    .as_deref()
-                    == Some("false")
-            },
-        );
+        restored.wait_promoted(Duration::from_secs(120));
         restored
     };
 

@@ -36,15 +36,7 @@ fn restore_args<'a>(repo: &'a TestRepo, dest: &'a Path, extra: &[&'a str]) -> Ve
 
 fn start_and_wait_promoted(c: &Cluster) {
     c.start();
-    wait_until(
-        "the restored server has ended recovery",
-        SERVER_WAIT,
-        || {
-            c.try_query_one("SELECT pg_is_in_recovery()::text")
-                .as_deref()
-                == Some("false")
-        },
-    );
+    c.wait_promoted(SERVER_WAIT);
 }
 
 fn live_settings(conf: &str) -> Vec<String> {

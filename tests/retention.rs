@@ -105,12 +105,7 @@ impl Site {
         let mut restored = restored;
         restored.env = self.repo.env.clone();
         restored.start();
-        wait_until("the restored server is promoted", SERVER_WAIT, || {
-            restored
-                .try_query_one("SELECT pg_is_in_recovery()::text")
-                .as_deref()
-                == Some("false")
-        });
+        restored.wait_promoted(SERVER_WAIT);
         restored
     }
 }
@@ -448,12 +443,7 @@ fn timelines_are_followed_by_verify_and_delete_15() {
     promoted.env = site.repo.env.clone();
     promoted.archive_with(&format!("--repo {} --cluster main", site.repo.url));
     promoted.start();
-    wait_until("the restored server is promoted", SERVER_WAIT, || {
-        promoted
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    promoted.wait_promoted(SERVER_WAIT);
     assert_eq!(promoted.query_one("SELECT count(*)::text FROM t"), "2");
     let seg = promoted.write_and_switch(200);
     assert!(seg.starts_with("00000002"), "{seg}");

@@ -119,12 +119,7 @@ fn recovery_replays_the_archive_and_stops_on_a_damaged_segment() {
     // Repaired, recovery resumes and reaches the end of the archive.
     std::fs::write(&victim, &original).unwrap();
     restored.start();
-    wait_until("the restored server promotes", || {
-        restored
-            .try_query_one("SELECT pg_is_in_recovery()::text")
-            .as_deref()
-            == Some("false")
-    });
+    restored.wait_promoted(SERVER_WAIT);
     assert_eq!(
         restored.query_one("SELECT count(*) FROM before_backup"),
         "1000"

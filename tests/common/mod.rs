@@ -449,6 +449,19 @@ impl Cluster {
     }
 
     /// From pg_control, so it works whether or not the server runs.
+    /// Waits until the server has ended recovery (promoted), for at most `limit`.
+    pub fn wait_promoted(&self, limit: Duration) {
+        wait_until(
+            &format!("{} is promoted", self.pgdata.display()),
+            limit,
+            || {
+                self.try_query_one("SELECT pg_is_in_recovery()::text")
+                    .as_deref()
+                    == Some("false")
+            },
+        )
+    }
+
     pub fn system_identifier(&self) -> String {
         pgproof::pg::control::ControlFile::read(&self.pgdata)
             .expect("pg_control is readable")
