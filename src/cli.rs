@@ -135,6 +135,21 @@ pub enum Command {
         /// Exempt the backup from retention (`delete`); see backup-mark
         #[arg(long)]
         permanent: bool,
+        /// Store only what changed since the newest complete backup (a full
+        /// when there is none to base it on)
+        #[arg(long, conflicts_with = "full")]
+        incremental: bool,
+        /// Store every file, whatever the backup type setting says
+        #[arg(long)]
+        full: bool,
+        /// The type when neither --full nor --incremental is given: full or
+        /// incremental [default: the configuration file's backup_type, else full]
+        #[arg(long, env = "PGPROOF_BACKUP_TYPE", value_name = "TYPE")]
+        backup_type: Option<String>,
+        /// With an incremental default: take a full when the newest full is
+        /// older than this (7d; 0 never) [default: the configuration file's full_every, else 0]
+        #[arg(long, env = "PGPROOF_FULL_EVERY", value_name = "AGE")]
+        full_every: Option<String>,
     },
     /// Hand the cluster's prefix to its new system after pg_upgrade or a new
     /// initdb; a dry run unless --confirm
@@ -443,6 +458,10 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             jobs,
             archive_timeout,
             permanent,
+            incremental,
+            full,
+            backup_type,
+            full_every,
         } => {
             let result = async {
                 let settings = Settings::resolve(&over, pgdata.clone(), PgdataFallback::PgdataEnv)?;
@@ -451,6 +470,13 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     jobs: *jobs,
                     archive_timeout: crate::settings::parse_duration(archive_timeout)?,
                     permanent: *permanent,
+                    kind: backup_push::KindChoice::resolve(
+                        *full,
+                        *incremental,
+                        backup_type.as_deref(),
+                        full_every.as_deref(),
+                        &settings,
+                    )?,
                 };
                 backup_push::run(&settings, &opts).await
             };

@@ -65,6 +65,10 @@ pub struct FileConfig {
     pub pg_bindir: Option<String>,
     /// prove: where its scratch directory is created.
     pub scratch: Option<PathBuf>,
+    /// backup-push without --full or --incremental: `full` or `incremental`.
+    pub backup_type: Option<String>,
+    /// With `backup_type = "incremental"`: a full when the newest is older.
+    pub full_every: Option<String>,
     /// `status` thresholds for every cluster.
     pub status: Option<StatusThresholdsConfig>,
     #[serde(default)]
@@ -143,6 +147,8 @@ pub struct ClusterConfig {
     pub port: Option<u16>,
     /// Server binaries of this cluster's major; may hold `{major}`.
     pub pg_bindir: Option<String>,
+    pub backup_type: Option<String>,
+    pub full_every: Option<String>,
     /// `status` thresholds for this cluster, over the `[status]` table's.
     pub status: Option<StatusThresholdsConfig>,
 }
@@ -210,6 +216,11 @@ pub struct Settings {
     pub pg_bindir: Option<Sourced<String>>,
     /// prove: the directory its scratch directory is created in.
     pub scratch: Option<Sourced<PathBuf>>,
+    /// The configuration file's `backup_type` and `full_every` (the
+    /// cluster's section over the top level); backup-push's flags and
+    /// environment come first.
+    pub backup_type: Option<Sourced<String>>,
+    pub full_every: Option<Sourced<String>>,
     pub config_file: Option<PathBuf>,
 }
 
@@ -368,6 +379,16 @@ impl Settings {
                 .scratch
                 .clone()
                 .or_else(|| file.scratch.clone().map(|s| Sourced::new(s, file_origin()))),
+            backup_type: section
+                .as_ref()
+                .and_then(|s| s.backup_type.clone())
+                .or_else(|| file.backup_type.clone())
+                .map(|t| Sourced::new(t, file_origin())),
+            full_every: section
+                .as_ref()
+                .and_then(|s| s.full_every.clone())
+                .or_else(|| file.full_every.clone())
+                .map(|t| Sourced::new(t, file_origin())),
             config_file,
         })
     }

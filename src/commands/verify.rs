@@ -16,7 +16,7 @@ use crate::pg::walheader::SegmentHeader;
 use crate::pg::walname::{Segment, WalFileName};
 use crate::repo::continuity::{self, Gap};
 use crate::repo::identity::Binding;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{Layer, Manifest};
 use crate::repo::part_reader::{Discard, PartTotals, expected_files, read_part};
 use crate::repo::wal::StoredWal;
 use crate::repo::wal_claim::ListedClaim;
@@ -24,7 +24,7 @@ use crate::repo::{Repository, layout};
 use crate::report;
 use crate::settings::Settings;
 use futures::StreamExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,13 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
         )
         .with_hint("`pgproof backup-list` shows the backups there are"));
     }
-    tally.backups = backups.len();
-    verify_parts(&repo, &backups, &mut tally).await;
+    // The parts of every backup a listed incremental rests on are read
+    // too; the WAL checked is the listed backups'.
+    let members = verify_chains(&repo, &backups, &mut tally).await;
+    let mut read = backups.clone();
+    read.extend(members);
+    tally.backups = read.len();
+    verify_parts(&repo, &read, &mut tally).await;
 
     for binding in record.distinct_bindings() {
         let mine: Vec<&Manifest> = backups.iter().filter(|m| m.binding == binding.id).collect();
@@ -206,7 +211,7 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
     let mut jobs = Vec::new();
     let mut expected = Vec::new();
     for (b, m) in backups.iter().enumerate() {
-        expected.push(Arc::new(expected_files(&m.files)));
+        expected.push(Arc::new(expected_files(&m.files, &m.name, m.block_size)));
         for part in 0..m.parts.len() {
             jobs.push(Job { backup: b, part });
         }
@@ -233,7 +238,7 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
                     other => other?,
                 };
                 let key = key.clone();
-                tokio::task::spawn_blocking(move || {
+                let totals = tokio::task::spawn_blocking(move || {
                     read_part(
                         reader,
                         compression,
@@ -245,7 +250,19 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
                     )
                 })
                 .await
-                .map_err(|e| Error::new(ErrorKind::LocalIo, "verify task failed").with_source(e))?
+                .map_err(|e| {
+                    Error::new(ErrorKind::LocalIo, "verify task failed").with_source(e)
+                })??;
+                if let Some(hashes) = &part.hashes {
+                    repo.read_hash_object(
+                        &m.binding,
+                        &m.name,
+                        &hashes.name,
+                        hashes.stored_checksum,
+                    )
+                    .await?;
+                }
+                Ok(totals)
             }
             .await;
             (job.backup, result)
@@ -278,15 +295,69 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
         }
     }
     for (b, m) in backups.iter().enumerate() {
-        if complete[b] && held[b] != m.files.len() {
+        let own = expected[b].wanted.len();
+        if complete[b] && held[b] != own {
             tally.problem(format!(
-                "backup {} lists {} files but its parts hold {}",
-                m.name,
-                m.files.len(),
-                held[b]
+                "backup {} stores {own} files (or changed blocks of files) but its parts hold {}",
+                m.name, held[b]
             ));
         }
     }
+}
+
+/// Checks that every incremental's chain is there and that each layer it
+/// names in an older backup is one that backup holds; returns the members
+/// of those chains not among `backups`, to be read too.
+async fn verify_chains(
+    repo: &Repository,
+    backups: &[Manifest],
+    tally: &mut Tally,
+) -> Vec<Manifest> {
+    let mut extra: Vec<Manifest> = Vec::new();
+    for m in backups.iter().filter(|m| m.parent.is_some()) {
+        let chain = match repo.chain(m).await {
+            Ok(chain) => chain,
+            Err(e) => {
+                tally.problem(e.to_string());
+                continue;
+            }
+        };
+        let held: HashMap<&str, HashMap<(Option<u32>, &[u8]), Layer>> = chain
+            .iter()
+            .map(|member| {
+                let own = member
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let newest = f.layers_in(&member.name).swap_remove(0);
+                        ((f.tablespace, f.path.as_bytes()), newest)
+                    })
+                    .filter(|(_, l)| l.backup == member.name)
+                    .collect();
+                (member.name.as_str(), own)
+            })
+            .collect();
+        for f in &m.files {
+            for layer in f.layers.iter().filter(|l| l.backup != m.name) {
+                let found = held
+                    .get(layer.backup.as_str())
+                    .and_then(|own| own.get(&(f.tablespace, f.path.as_bytes())));
+                if found != Some(layer) {
+                    tally.problem(format!(
+                        "backup {}: {} is said to be in part {} of backup {}, which does not hold it so",
+                        m.name, f.path, layer.part, layer.backup
+                    ));
+                }
+            }
+        }
+        for member in chain {
+            let known = backups.iter().chain(&extra).any(|b| b.name == member.name);
+            if !known {
+                extra.push(member);
+            }
+        }
+    }
+    extra
 }
 
 /// Reads back the WAL of one binding (from the backup's start on, when one

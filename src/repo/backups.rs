@@ -85,7 +85,8 @@ impl Repository {
         let key = layout::backup_manifest(&self.cluster, binding, name);
         let bytes = self.storage.get(&key).await?;
         let what = format!("manifest {key}");
-        let m: Manifest = document::decode_readable(&bytes, &what)?;
+        let mut m: Manifest = document::decode_readable(&bytes, &what)?;
+        m.document_checksum = Some(crate::codec::Checksum::of(&bytes));
         if m.name != name || m.binding != binding {
             return Err(Error::corrupt(format!(
                 "{what} describes backup {} of binding {}, not the backup of its directory",

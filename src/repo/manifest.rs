@@ -50,6 +50,42 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Pages that failed their data checksum when read (and when re-read).
     pub bad_pages: Vec<BadPage>,
+    /// Full or incremental (format 5; older manifests are full).
+    #[serde(rename = "type", default)]
+    pub kind: BackupKind,
+    /// The backup an incremental is based on, pinned by its manifest's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// SHA-256 of this manifest as stored, set when it is read: what a
+    /// child pins. Not part of the document.
+    #[serde(skip)]
+    pub document_checksum: Option<Checksum>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    #[default]
+    Full,
+    Incremental,
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParentRef {
+    pub name: String,
+    /// SHA-256 of the parent's manifest as stored: a parent replaced by
+    /// another document of the same name is not this backup's parent.
+    pub manifest_sha256: Checksum,
+    pub stop_lsn: Lsn,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,6 +104,18 @@ pub struct Part {
     pub size: u64,
     pub stored_size: u64,
     /// SHA-256 of the stored (compressed) object.
+    pub stored_checksum: Checksum,
+    /// The block hashes of the part's relation files (format 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes: Option<HashObject>,
+}
+
+/// An uncompressed object of XXH3-64 block hashes beside a part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HashObject {
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the object.
     pub stored_checksum: Checksum,
 }
 
@@ -90,8 +138,98 @@ pub struct FileEntry {
     pub checksum: ContentChecksum,
     pub mode: u32,
     pub mtime: i64,
-    /// Index into `parts`.
+    /// Index into `parts`: where the file is stored whole when it has no
+    /// `layers`. Ignored when it has.
     pub part: usize,
+    /// Where the content lives, newest first, ending with the one whole
+    /// copy; each later layer holds the blocks that changed (format 5,
+    /// incremental backups). Empty: stored whole in this backup's `part`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+    /// The XXH3-64 of each block as this backup holds it, for the next
+    /// incremental to compare with: newest first, ending with a full
+    /// vector; each earlier record overlays the blocks it names. Only for
+    /// relation files of at least `MIN_BLOCKS` blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hashes: Vec<HashRecord>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// The file's content, in a regular tar entry named by its path.
+    Whole,
+    /// Changed blocks, in entries of type `7` named `INCREMENTAL.<name>`.
+    Blocks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Layer {
+    /// The backup holding the entry.
+    pub backup: String,
+    /// Index into that backup's `parts`.
+    pub part: usize,
+    pub kind: LayerKind,
+    /// Bytes of the entries' content together.
+    pub size: u64,
+    /// XXH3-128 of the entries' content together.
+    pub checksum: ContentChecksum,
+    /// Blocks entries: how many entries, and how many blocks they hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub entries: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub blocks: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HashRecord {
+    pub backup: String,
+    /// Index into that backup's `parts`, whose `hashes` object holds it.
+    pub part: usize,
+    /// Byte offset in the object.
+    pub offset: u64,
+    pub count: u64,
+    /// `false`: `count` u64 hashes of blocks 0.. `true`: `count` u32 block
+    /// numbers, then their `count` u64 hashes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
+}
+
+impl FileEntry {
+    /// The file's layers, newest first, with the implicit whole copy of a
+    /// file that has none spelled out.
+    pub fn layers_in(&self, backup: &str) -> Vec<Layer> {
+        if !self.layers.is_empty() {
+            return self.layers.clone();
+        }
+        vec![Layer {
+            backup: backup.to_string(),
+            part: self.part,
+            kind: LayerKind::Whole,
+            size: self.size,
+            checksum: self.checksum,
+            entries: 0,
+            blocks: 0,
+        }]
+    }
+
+    /// Stored as one whole copy whose content is the file's: no blocks to
+    /// apply, no length to set.
+    pub fn is_plain(&self) -> bool {
+        match &self.layers[..] {
+            [] => true,
+            [only] => {
+                only.kind == LayerKind::Whole
+                    && only.size == self.size
+                    && only.checksum == self.checksum
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -173,8 +311,13 @@ mod tests {
         assert_eq!(m.directories[0].path.as_bytes(), b"base");
         assert_eq!(m.bad_pages[0].path.as_bytes(), b"base/5/1259");
         assert_eq!(m.tablespaces[0].location.as_bytes(), b"/srv/ts1");
+        assert_eq!(m.kind, BackupKind::Full, "older manifests are full");
         // UTF-8 names are written as format 1 wrote them: its readers agree.
-        assert_eq!(serde_json::to_value(&m).unwrap(), format1());
+        // Only the type is added.
+        let mut written = serde_json::to_value(&m).unwrap();
+        assert_eq!(written["type"], "full");
+        written.as_object_mut().unwrap().remove("type");
+        assert_eq!(written, format1());
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 pub mod backup_objects;
 pub mod backups;
+pub mod block_entry;
+pub mod block_hashes;
+pub mod chain;
 pub mod claim;
 pub mod continuity;
 pub mod document;

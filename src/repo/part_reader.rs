@@ -3,7 +3,8 @@
 //! file's size and content checksum against the manifest. Restore hands the files to
 //! the disk; verify hands them to nowhere. Either way every check is made.
 
-use super::manifest::FileEntry;
+use super::block_entry;
+use super::manifest::{FileEntry, LayerKind};
 use super::path_bytes::PathBytes;
 use super::read_full;
 use crate::codec::{Checksum, Compression, ContentHasher, Hasher};
@@ -24,6 +25,15 @@ pub trait FileSink {
     fn filled(&mut self, n: usize) -> Result<()>;
     /// The file was read whole and its checksum verified.
     fn end(&mut self, path: &PathBytes, entry: &FileEntry) -> Result<()>;
+    /// Blocks of a file an older backup of the chain wrote: block
+    /// `numbers[i]` is `data[i * block_size..][..block_size]`.
+    fn patch(
+        &mut self,
+        path: &PathBytes,
+        block_size: u32,
+        numbers: &[u32],
+        data: &[u8],
+    ) -> Result<()>;
 }
 
 /// Discards the files: for verifying without writing.
@@ -58,6 +68,9 @@ impl FileSink for Discard {
     fn end(&mut self, _: &PathBytes, _: &FileEntry) -> Result<()> {
         Ok(())
     }
+    fn patch(&mut self, _: &PathBytes, _: u32, _: &[u32], _: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What one part held.
@@ -67,14 +80,76 @@ pub struct PartTotals {
     pub bytes: u64,
 }
 
-/// The manifest's files, by part index and path: what `read_part` expects.
-pub type Expected = HashMap<(usize, PathBytes), FileEntry>;
+/// One entry (or, for blocks, the run of entries) a part holds for a
+/// file: `entry` is the file as written, with the size and checksum of
+/// this layer's content.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub entry: FileEntry,
+    pub kind: LayerKind,
+    /// Blocks layers: entries and blocks.
+    pub entries: u64,
+    pub blocks: u64,
+}
 
-pub fn expected_files(files: &[FileEntry]) -> Expected {
-    files
-        .iter()
-        .map(|f| ((f.part, f.path.clone()), f.clone()))
-        .collect()
+/// What `read_part` expects of a backup's parts.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// By part index, file path and kind.
+    pub wanted: HashMap<(usize, PathBytes, LayerKind), Wanted>,
+    /// An entry not wanted: refused (verifying a backup against its own
+    /// manifest), or passed over (restoring a chain: an older member holds
+    /// files that later ones replaced).
+    pub skip_others: bool,
+    pub block_size: u32,
+}
+
+impl Expected {
+    /// How many entries (whole files, or blocks layers) part `part` holds.
+    pub fn count_in(&self, part: usize) -> usize {
+        self.wanted.keys().filter(|k| k.0 == part).count()
+    }
+}
+
+/// What `member`'s parts hold of `files` (the manifest of backup
+/// `backup`, or of a backup whose chain `member` belongs to): each file's
+/// layer that `member` stored.
+pub fn expected_layers(
+    files: &[FileEntry],
+    backup: &str,
+    member: &str,
+    block_size: u32,
+) -> Expected {
+    let mut wanted = HashMap::new();
+    for f in files {
+        for layer in f.layers_in(backup) {
+            if layer.backup != member {
+                continue;
+            }
+            let mut entry = f.clone();
+            entry.size = layer.size;
+            entry.checksum = layer.checksum;
+            wanted.insert(
+                (layer.part, f.path.clone(), layer.kind),
+                Wanted {
+                    entry,
+                    kind: layer.kind,
+                    entries: layer.entries,
+                    blocks: layer.blocks,
+                },
+            );
+        }
+    }
+    Expected {
+        wanted,
+        skip_others: backup != member,
+        block_size,
+    }
+}
+
+/// A backup's own files, as its parts hold them (verify, and the tests).
+pub fn expected_files(files: &[FileEntry], backup: &str, block_size: u32) -> Expected {
+    expected_layers(files, backup, backup, block_size)
 }
 
 /// Hashes the stored bytes as they stream past, to compare with the manifest.
@@ -232,6 +307,17 @@ pub fn read_part(
     })
 }
 
+/// A blocks layer as its entries pass: they are consecutive, but the
+/// layer is checked only once all have.
+#[derive(Default)]
+struct BlocksSeen {
+    hasher: ContentHasher,
+    size: u64,
+    entries: u64,
+    blocks: u64,
+    last: Option<u32>,
+}
+
 /// Walks the decompressed tar stream, checking each file as it passes.
 fn walk_tar(
     mut stream: ChunkReader,
@@ -243,6 +329,7 @@ fn walk_tar(
 ) -> Result<PartTotals> {
     let mut archive = tar::Archive::new(&mut stream);
     let mut totals = PartTotals::default();
+    let mut blocks_seen: HashMap<PathBytes, BlocksSeen> = HashMap::new();
     let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
@@ -256,9 +343,37 @@ fn walk_tar(
                 "it holds a path leaving the data directory: {path:?} {why}"
             )));
         }
-        let want = expected
-            .get(&(part, path.clone()))
-            .ok_or_else(|| corrupt(format!("it holds {path}, which its manifest does not list")))?;
+        let is_blocks = entry.header().entry_type() == block_entry::ENTRY_TYPE;
+        let (target, kind) = if is_blocks {
+            let target = block_entry::target_of(&path)
+                .ok_or_else(|| corrupt(format!("{path} is a blocks entry of no file")))?;
+            (target, LayerKind::Blocks)
+        } else {
+            (path.clone(), LayerKind::Whole)
+        };
+        let Some(want) = expected.wanted.get(&(part, target.clone(), kind)) else {
+            if expected.skip_others {
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .map_err(|e| corrupt(format!("{path}: {e}")))?;
+                continue;
+            }
+            return Err(corrupt(format!(
+                "it holds {path}, which its manifest does not list"
+            )));
+        };
+        if kind == LayerKind::Blocks {
+            let seen = blocks_seen.entry(target.clone()).or_default();
+            read_blocks(
+                &mut entry,
+                &target,
+                expected.block_size,
+                seen,
+                sink,
+                corrupt,
+            )?;
+            continue;
+        }
+        let want = &want.entry;
         sink.begin(&path, want)?;
         let mut hasher = ContentHasher::like(&want.checksum);
         let mut size = 0u64;
@@ -286,10 +401,64 @@ fn walk_tar(
         totals.files += 1;
         totals.bytes += size;
     }
+    for (target, seen) in blocks_seen {
+        let want = &expected.wanted[&(part, target.clone(), LayerKind::Blocks)];
+        let sum = seen.hasher.finish();
+        if sum != want.entry.checksum
+            || seen.size != want.entry.size
+            || seen.entries != want.entries
+            || seen.blocks != want.blocks
+        {
+            return Err(Error::corrupt(format!(
+                "the changed blocks of {target} (in {key}) fail their checksum: stored {}, {} bytes in {} entries; read back {sum}, {} bytes in {}",
+                want.entry.checksum, want.entry.size, want.entries, seen.size, seen.entries
+            ))
+            .with_hint("the stored backup is damaged; restore another backup"));
+        }
+        totals.files += 1;
+        totals.bytes += seen.size;
+    }
     // The end-of-archive padding after the last entry, so that the reading
     // thread reaches the end of the object and its checksum covers it all.
     std::io::copy(&mut stream, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
     Ok(totals)
+}
+
+/// One blocks entry: read whole (at most `CHUNK_BLOCKS` blocks and their
+/// header), parsed, and handed to the sink; its blocks must follow those
+/// of the file's earlier entries.
+fn read_blocks(
+    entry: &mut impl Read,
+    target: &PathBytes,
+    block_size: u32,
+    seen: &mut BlocksSeen,
+    sink: &mut dyn FileSink,
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let bs = block_size as usize;
+    let most =
+        block_entry::header_len(bs, block_entry::CHUNK_BLOCKS) + block_entry::CHUNK_BLOCKS * bs;
+    let mut content = Vec::new();
+    entry
+        .take(most as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| corrupt(format!("blocks of {target}: {e}")))?;
+    let parsed = block_entry::parse(&content, block_size)
+        .map_err(|why| corrupt(format!("blocks of {target}: {why}")))?;
+    if seen.last.is_some_and(|last| parsed.numbers[0] <= last) {
+        return Err(corrupt(format!("blocks of {target} out of order")));
+    }
+    seen.last = parsed.numbers.last().copied();
+    seen.hasher.update(&content);
+    seen.size += content.len() as u64;
+    seen.entries += 1;
+    seen.blocks += parsed.numbers.len() as u64;
+    sink.patch(
+        target,
+        block_size,
+        &parsed.numbers,
+        &content[parsed.data_offset..],
+    )
 }
 
 #[cfg(test)]
@@ -324,6 +493,8 @@ mod tests {
                 mode: 0o600,
                 mtime: 0,
                 part: 0,
+                layers: Vec::new(),
+                hashes: Vec::new(),
             });
         }
         let tar = builder.into_inner().unwrap();
@@ -336,7 +507,7 @@ mod tests {
             stored,
             Compression::Zstd { level: 1 },
             0,
-            &expected_files(entries),
+            &expected_files(entries, "x", 8192),
             "main/backups/x/part-00001.tar.zst",
             sum,
             &mut Discard::new(),
@@ -375,6 +546,8 @@ mod tests {
                 mode: 0o600,
                 mtime: 0,
                 part: 0,
+                layers: Vec::new(),
+                hashes: Vec::new(),
             }];
             let err = read(&stored, &entries, Checksum::of(&stored)).unwrap_err();
             assert!(

@@ -8,6 +8,8 @@
 //! from start to stop is in the archive; write the manifest last; release
 //! the lock, also after a failure or SIGINT/SIGTERM.
 
+mod incremental;
+mod kind;
 mod parallel;
 mod parts;
 mod tar_entry;
@@ -25,7 +27,9 @@ use crate::pg::walname::{Segment, WalFileName};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
 use crate::repo::lock::HeldLock;
-use crate::repo::manifest::{Manifest, Part};
+use crate::repo::manifest::{
+    BackupKind, BadPage, FileEntry, HashObject, HashRecord, Layer, LayerKind, Manifest, Part,
+};
 use crate::repo::wal::WalListings;
 use crate::report;
 use crate::settings::Settings;
@@ -43,7 +47,10 @@ pub struct BackupPushOptions {
     pub archive_timeout: Duration,
     /// Exempt the backup from retention (`delete`).
     pub permanent: bool,
+    pub kind: KindChoice,
 }
+
+pub use kind::KindChoice;
 
 pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String> {
     let started = Instant::now();
@@ -139,6 +146,11 @@ impl Backup<'_> {
         let name = repo
             .claim_backup_name(binding, start_time, &lock.token, &host)
             .await?;
+        let chain = kind::choose_base(repo, binding, &opts.kind, local.control.block_size).await?;
+        let base = chain.map(|chain| Arc::new(incremental::Base::new(repo, chain)));
+        if let Some(base) = &base {
+            tracing::info!("backup {name} is incremental on {}", base.name);
+        }
         let label = format!("pgproof {name}");
         let conn = &server.connection;
         let start_limit = backup_api::start_limit(conn, settings.timeout).await?;
@@ -155,7 +167,7 @@ impl Backup<'_> {
                 block_size: local.control.block_size,
                 backup_start: start_lsn,
             });
-        let result = copy_files(self, &name, verification).await;
+        let result = copy_files(self, &name, verification, base.clone()).await;
         // Always end backup mode, even when copying failed.
         let stop = backup_api::stop(conn, major, settings.timeout).await;
         let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
@@ -220,6 +232,13 @@ impl Backup<'_> {
             directories: copied.directories,
             files: copied.files,
             bad_pages: copied.bad_pages,
+            kind: if base.is_some() {
+                BackupKind::Incremental
+            } else {
+                BackupKind::Full
+            },
+            parent: base.as_ref().map(|b| b.parent.clone()),
+            document_checksum: None,
         };
         // Before the manifest: a complete backup is never, even briefly, unprotected.
         if opts.permanent {
@@ -233,8 +252,12 @@ impl Backup<'_> {
                 manifest.bad_pages.len()
             );
         }
+        let kind = match &manifest.parent {
+            Some(p) => format!("incremental on {}", p.name),
+            None => "full".to_string(),
+        };
         tracing::info!(
-            "backup {name} of {} complete: {} files, {} -> {} ({}) in {}",
+            "backup {name} of {} complete ({kind}): {} files, {} -> {} stored ({}) in {}",
             settings.cluster.value,
             manifest.files.len(),
             report::bytes(manifest.size),
@@ -247,9 +270,9 @@ impl Backup<'_> {
 }
 
 struct Copied {
-    bad_pages: Vec<crate::repo::manifest::BadPage>,
+    bad_pages: Vec<BadPage>,
     parts: Vec<Part>,
-    files: Vec<crate::repo::manifest::FileEntry>,
+    files: Vec<FileEntry>,
     directories: Vec<crate::repo::manifest::Directory>,
     tablespaces: Vec<crate::repo::manifest::Tablespace>,
     size: u64,
@@ -260,6 +283,7 @@ async fn copy_files(
     backup: &Backup<'_>,
     name: &str,
     verification: Option<parts::PageVerification>,
+    base: Option<Arc<incremental::Base>>,
 ) -> Result<Copied> {
     let Backup {
         settings,
@@ -290,11 +314,14 @@ async fn copy_files(
     // however the files fall into parts, every core compresses.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = CompressPool::new(settings.compression.value, cores)?;
+    let this = name.to_string();
     let (repo, binding, name) = (repo.clone(), binding.to_string(), name.to_string());
     let on_progress = progress.clone();
     let part_files = files.clone();
     let completions = Arc::new(parallel::Completions::new(opts.jobs));
     let completing = completions.clone();
+    let block_size = local.control.block_size;
+    let part_base = base.clone();
     let written = parallel::run(
         plans,
         opts.jobs,
@@ -302,16 +329,15 @@ async fn copy_files(
         move |plan: parts::PartPlan, cancel| {
             let mut writer = repo.backup_part_writer(&binding, &name, &plan.name);
             let add = |n: u64| on_progress.add(n);
-            let part = parts::write_part(
-                &part_files,
-                &plan,
-                &pool,
+            let sources = parts::Sources {
+                files: &part_files,
+                pool: &pool,
                 verification,
-                cancel,
-                &mut writer,
-                &add,
-            );
-            let result = match part {
+                block_size,
+                base: part_base.as_deref(),
+            };
+            let part = parts::write_part(&sources, &plan, cancel, &mut writer, &add);
+            let mut result = match part {
                 Ok((result, _)) => result,
                 Err(e) => {
                     // The upload's own failure says more than the write error it caused.
@@ -320,13 +346,35 @@ async fn copy_files(
                     return Err(failure.context(format!("part {}", plan.name)));
                 }
             };
+            let hashes = std::mem::take(&mut result.hashes);
+            let hash_object = (!hashes.is_empty()).then(|| {
+                let bytes = hashes.into_bytes();
+                let object = HashObject {
+                    name: crate::repo::block_hashes::object_name(&plan.name),
+                    size: bytes.len() as u64,
+                    stored_checksum: crate::codec::Checksum::of(&bytes),
+                };
+                (object, bytes)
+            });
             let part_name = plan.name.clone();
+            let (repo, binding, name) = (repo.clone(), binding.clone(), name.clone());
+            let runtime = tokio::runtime::Handle::current();
+            let listed = hash_object.as_ref().map(|(o, _)| o.clone());
             completing.spawn(cancel, move || {
                 writer
                     .finish()
-                    .map_err(|e| e.context(format!("part {part_name}")))
+                    .map_err(|e| e.context(format!("part {part_name}")))?;
+                if let Some((object, bytes)) = hash_object {
+                    runtime.block_on(repo.write_hash_object(
+                        &binding,
+                        &name,
+                        &object.name,
+                        bytes,
+                    ))?;
+                }
+                Ok(())
             })?;
-            Ok((plan, result))
+            Ok((plan, result, listed))
         },
     )
     .await;
@@ -344,7 +392,7 @@ async fn copy_files(
     let mut manifest_files = Vec::new();
     let mut bad_pages = Vec::new();
     let (mut size, mut stored_size) = (0, 0);
-    for (i, (plan, result)) in by_plan.into_iter().enumerate() {
+    for (i, (plan, result, hash_object)) in by_plan.into_iter().enumerate() {
         for v in &result.vanished {
             tracing::info!("{v} vanished during the backup (WAL replay accounts for it)");
         }
@@ -354,14 +402,70 @@ async fn copy_files(
                 "page {} of {path} fails its data checksum (read twice); the backup records it",
                 bad.block
             );
-            bad_pages.push(crate::repo::manifest::BadPage {
+            bad_pages.push(BadPage {
                 path: path.clone(),
                 block: bad.block,
             });
         }
         for f in &result.files {
             let src = &files[f.index];
-            manifest_files.push(crate::repo::manifest::FileEntry {
+            let record = |offset: u64, count: u64, delta: bool| HashRecord {
+                backup: this.to_string(),
+                part: i,
+                offset,
+                count,
+                delta,
+            };
+            let parent = || {
+                let base = base
+                    .as_deref()
+                    .expect("only an incremental refers to a parent");
+                let entry = base
+                    .file(src)
+                    .expect("a file is referred to only when the parent has it");
+                (base, entry)
+            };
+            let (layers, hashes) = match &f.how {
+                parts::How::Whole { hashes } => (
+                    Vec::new(),
+                    hashes
+                        .map(|(offset, count)| record(offset, count, false))
+                        .into_iter()
+                        .collect(),
+                ),
+                parts::How::Same => {
+                    let (base, entry) = parent();
+                    bad_pages.extend(base.bad_pages_of(src, None, f.size));
+                    (entry.layers_in(&base.name), entry.hashes.clone())
+                }
+                parts::How::Blocks {
+                    size,
+                    checksum,
+                    entries,
+                    offset,
+                    changed,
+                } => {
+                    let (base, entry) = parent();
+                    bad_pages.extend(base.bad_pages_of(src, Some(changed), f.size));
+                    let layer = Layer {
+                        backup: this.to_string(),
+                        part: i,
+                        kind: LayerKind::Blocks,
+                        size: *size,
+                        checksum: *checksum,
+                        entries: *entries,
+                        blocks: changed.len() as u64,
+                    };
+                    let layers = std::iter::once(layer)
+                        .chain(entry.layers_in(&base.name))
+                        .collect();
+                    let hashes = std::iter::once(record(*offset, changed.len() as u64, true))
+                        .chain(entry.hashes.iter().cloned())
+                        .collect();
+                    (layers, hashes)
+                }
+            };
+            manifest_files.push(FileEntry {
                 path: src.path.clone(),
                 tablespace: src.tablespace,
                 size: f.size,
@@ -369,6 +473,8 @@ async fn copy_files(
                 mode: src.mode,
                 mtime: src.mtime,
                 part: i,
+                layers,
+                hashes,
             });
         }
         size += result.size;
@@ -379,6 +485,7 @@ async fn copy_files(
             size: result.size,
             stored_size: result.stored_size,
             stored_checksum: result.stored_checksum,
+            hashes: hash_object,
         });
     }
     Ok(Copied {

@@ -3,6 +3,7 @@
 //! rest is zeros, if it grows the rest is left out: WAL replay from the
 //! backup's start repairs both, as for PostgreSQL's own base backup.
 
+use super::incremental::{self, Base};
 use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
 use super::walk::SourceFile;
@@ -12,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pg::datadir;
 use crate::pg::lsn::Lsn;
 use crate::pg::page;
+use crate::repo::block_hashes::{HashObjectWriter, block_hash};
 use crate::repo::path_bytes::PathBytes;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -93,6 +95,27 @@ pub struct StoredFile {
     pub index: usize,
     pub size: u64,
     pub checksum: ContentChecksum,
+    pub how: How,
+}
+
+/// How a file went into the part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// Its content, in an entry of its own; its block hashes, if kept, at
+    /// (offset, count) in the part's hash object.
+    Whole { hashes: Option<(u64, u64)> },
+    /// Its changed blocks, in `entries` entries holding `blocks` blocks:
+    /// `size` bytes of content with checksum `checksum`; their hashes at
+    /// `offset` in the part's hash object. `changed` lists them.
+    Blocks {
+        size: u64,
+        checksum: ContentChecksum,
+        entries: u64,
+        offset: u64,
+        changed: Vec<u32>,
+    },
+    /// Nothing: the parent holds the same content.
+    Same,
 }
 
 /// A page that failed its data checksum, twice.
@@ -111,6 +134,8 @@ pub struct PartResult {
     pub size: u64,
     pub stored_size: u64,
     pub stored_checksum: Checksum,
+    /// The block hashes of the part's files, for the part's hash object.
+    pub hashes: HashObjectWriter,
 }
 
 /// Counts and hashes what reaches storage.
@@ -133,32 +158,68 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Data checksum verification while a relation file streams past.
+/// Data checksum verification of a relation file's pages.
 pub struct PageChecker {
-    block_size: usize,
     backup_start: Lsn,
     /// Block number of the file's first page (segment number × blocks per segment).
     first_block: u64,
-    pending: Vec<u8>,
-    next: u64,
     bad: Vec<u64>,
 }
 
 impl PageChecker {
-    fn new(block_size: u32, backup_start: Lsn, segment: u32) -> PageChecker {
+    pub fn new(backup_start: Lsn, segment: u32) -> PageChecker {
         PageChecker {
-            block_size: block_size as usize,
             backup_start,
             first_block: u64::from(segment) * page::RELSEG_BLOCKS,
-            pending: Vec::new(),
-            next: 0,
             bad: Vec::new(),
         }
     }
 
+    /// Checks block `block` of the file.
+    pub fn check(&mut self, page: &[u8], block: u64) {
+        let number = (self.first_block + block) as u32;
+        if let page::PageCheck::Invalid { .. } = page::check(page, number, self.backup_start) {
+            self.bad.push(block);
+        }
+    }
+
+    /// Blocks that failed, read again: a page written while it was read
+    /// looks torn.
+    pub fn confirmed(self, file: &std::fs::File, block_size: u32) -> Vec<u64> {
+        let v = PageVerification {
+            block_size,
+            backup_start: self.backup_start,
+        };
+        self.bad
+            .into_iter()
+            .filter(|&b| still_bad(file, b, self.first_block, v))
+            .collect()
+    }
+}
+
+/// The pages of a file as it streams past, whole however the reads fall:
+/// each is checked (clusters with data checksums) and hashed (relation
+/// files an incremental may compare).
+pub struct PageWork {
+    block_size: usize,
+    pending: Vec<u8>,
+    next: u64,
+    checker: Option<PageChecker>,
+    hashes: Option<Vec<u64>>,
+}
+
+impl PageWork {
+    pub fn new(block_size: u32, checker: Option<PageChecker>, hash: bool) -> PageWork {
+        PageWork {
+            block_size: block_size as usize,
+            pending: Vec::new(),
+            next: 0,
+            checker,
+            hashes: hash.then(Vec::new),
+        }
+    }
+
     fn feed(&mut self, mut data: &[u8]) {
-        // A page split between two reads is put together; whole pages are
-        // checked where they lie.
         if !self.pending.is_empty() {
             let take = (self.block_size - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
@@ -167,21 +228,23 @@ impl PageChecker {
                 return;
             }
             let page = std::mem::take(&mut self.pending);
-            self.check(&page);
+            self.page(&page);
             self.pending = page;
             self.pending.clear();
         }
         let whole = data.len() / self.block_size * self.block_size;
         for page in data[..whole].chunks_exact(self.block_size) {
-            self.check(page);
+            self.page(page);
         }
         self.pending.extend_from_slice(&data[whole..]);
     }
 
-    fn check(&mut self, page: &[u8]) {
-        let block = (self.first_block + self.next) as u32;
-        if let page::PageCheck::Invalid { .. } = page::check(page, block, self.backup_start) {
-            self.bad.push(self.next);
+    fn page(&mut self, page: &[u8]) {
+        if let Some(checker) = &mut self.checker {
+            checker.check(page, self.next);
+        }
+        if let Some(hashes) = &mut self.hashes {
+            hashes.push(block_hash(page));
         }
         self.next += 1;
     }
@@ -196,7 +259,7 @@ fn copy_content<R: Read, W: Write>(
     len: u64,
     out: &mut FrameWriter<W>,
     hasher: &mut ContentHasher,
-    mut pages: Option<&mut PageChecker>,
+    mut pages: Option<&mut PageWork>,
     cancel: &Cancel,
 ) -> std::io::Result<()> {
     let mut remaining = len;
@@ -230,8 +293,6 @@ fn copy_content<R: Read, W: Write>(
     out.write_all(&tar_entry::ZEROS[..tar_entry::padding(len)])
 }
 
-/// Writes one part to `out` (a streaming upload); `out` is returned so the
-/// caller can complete the upload.
 /// Page verification settings: the cluster's block size and the backup's
 /// start LSN (pages written after it are replayed from WAL, not checked).
 #[derive(Debug, Clone, Copy)]
@@ -240,11 +301,32 @@ pub struct PageVerification {
     pub backup_start: Lsn,
 }
 
+/// What a part is written from.
+pub struct Sources<'a> {
+    pub files: &'a [SourceFile],
+    pub pool: &'a Arc<CompressPool>,
+    pub verification: Option<PageVerification>,
+    pub block_size: u32,
+    /// The backup an incremental is based on; `None` for a full.
+    pub base: Option<&'a Base>,
+}
+
+/// Relation files smaller than this are stored whole when they change:
+/// a blocks entry's header would cost as much as it saves.
+pub const MIN_BLOCKS: u64 = 4;
+
+/// The file's block count, if its blocks are hashed (and compared by an
+/// incremental): relation files of whole blocks, `MIN_BLOCKS` or more.
+fn hashed_blocks(f: &SourceFile, len: u64, block_size: u32) -> Option<u64> {
+    let bs = u64::from(block_size);
+    (relation_segment(f).is_some() && len % bs == 0 && len / bs >= MIN_BLOCKS).then_some(len / bs)
+}
+
+/// Writes one part to `out` (a streaming upload); `out` is returned so the
+/// caller can complete the upload.
 pub fn write_part<W: Write>(
-    files: &[SourceFile],
+    src: &Sources<'_>,
     plan: &PartPlan,
-    pool: &Arc<CompressPool>,
-    verification: Option<PageVerification>,
     cancel: &Cancel,
     out: W,
     on_progress: &(dyn Fn(u64) + Sync),
@@ -256,14 +338,16 @@ pub fn write_part<W: Write>(
         count: 0,
         hasher: Hasher::new(),
     };
-    let mut tar = tar::Builder::new(FrameWriter::new(pool.clone(), counting));
+    let mut tar = tar::Builder::new(FrameWriter::new(src.pool.clone(), counting));
     tar.mode(tar::HeaderMode::Complete);
     let mut stored = Vec::new();
     let mut vanished = Vec::new();
     let mut bad_pages = Vec::new();
+    let mut hashes = HashObjectWriter::default();
     let mut size = 0u64;
+    let mut chunk = Vec::new();
     for &index in &plan.files {
-        let f = &files[index];
+        let f = &src.files[index];
         let file = match std::fs::File::open(&f.full) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -276,41 +360,68 @@ pub fn write_part<W: Write>(
             .metadata()
             .map_err(|e| Error::io("reading the size of", &f.full, e))?
             .len();
-        let mut header = tar::Header::new_gnu();
-        header.set_size(len);
-        header.set_mode(f.mode);
-        header.set_mtime(f.mtime.max(0) as u64);
-        header.set_entry_type(tar::EntryType::Regular);
-        let mut pages = verification.and_then(|v| {
+        let blocks = hashed_blocks(f, len, src.block_size);
+        let checker = src.verification.and_then(|v| {
             let segment = relation_segment(f)?;
-            Some(PageChecker::new(v.block_size, v.backup_start, segment))
+            Some(PageChecker::new(v.backup_start, segment))
         });
-        let mut hasher = ContentHasher::new();
+        let parent = src.base.and_then(|b| b.file(f));
         let archiving = || io(format!("archiving {}", f.full.display()));
-        tar_entry::append_header(&mut tar, &mut header, &f.path).map_err(archiving())?;
-        copy_content(
-            &file,
-            len,
-            tar.get_mut(),
-            &mut hasher,
-            pages.as_mut(),
-            cancel,
-        )
-        .map_err(archiving())?;
-        if let (Some(pages), Some(v)) = (pages, verification) {
-            // A page being written while it was read looks torn: read it again.
-            for block in pages.bad {
-                if still_bad(&file, block, pages.first_block, v) {
-                    bad_pages.push(BadPage { index, block });
-                }
+        let (checksum, how, checked) = match (parent, blocks) {
+            (Some(p), Some(blocks)) if !p.hashes.is_empty() => {
+                let base = src.base.expect("a parent has a base");
+                let changes = incremental::ChangedBlocks {
+                    file: &file,
+                    source: f,
+                    blocks,
+                    block_size: src.block_size,
+                    parent: base.vector(p)?,
+                };
+                let found = changes
+                    .store(&mut tar, &mut chunk, checker, cancel, on_progress)
+                    .map_err(archiving())?;
+                found.finish(&mut hashes)
+            }
+            (Some(p), _) if p.size == len && incremental::unchanged(&file, len, &p.checksum) => {
+                on_progress(len);
+                (p.checksum, How::Same, None)
+            }
+            _ => {
+                let mut pages = (checker.is_some() || blocks.is_some())
+                    .then(|| PageWork::new(src.block_size, checker, blocks.is_some()));
+                let mut hasher = ContentHasher::new();
+                let mut header = tar::Header::new_gnu();
+                header.set_size(len);
+                header.set_mode(f.mode);
+                header.set_mtime(f.mtime.max(0) as u64);
+                header.set_entry_type(tar::EntryType::Regular);
+                tar_entry::append_header(&mut tar, &mut header, &f.path).map_err(archiving())?;
+                copy_content(
+                    &file,
+                    len,
+                    tar.get_mut(),
+                    &mut hasher,
+                    pages.as_mut(),
+                    cancel,
+                )
+                .map_err(archiving())?;
+                on_progress(len);
+                let (checker, vector) = pages.map_or((None, None), |p| (p.checker, p.hashes));
+                let hashes = vector.map(|v| (hashes.full(&v), v.len() as u64));
+                (hasher.finish(), How::Whole { hashes }, checker)
+            }
+        };
+        if let Some(checker) = checked {
+            for block in checker.confirmed(&file, src.block_size) {
+                bad_pages.push(BadPage { index, block });
             }
         }
-        on_progress(len);
         size += len;
         stored.push(StoredFile {
             index,
             size: len,
-            checksum: hasher.finish(),
+            checksum,
+            how,
         });
     }
     let frames = tar
@@ -326,6 +437,7 @@ pub fn write_part<W: Write>(
         size,
         stored_size: counting.count,
         stored_checksum: counting.hasher.finish(),
+        hashes,
     };
     Ok((result, counting.inner))
 }
@@ -364,10 +476,14 @@ mod tests {
         };
         let mut out = Vec::new();
         let (result, _) = write_part(
-            &files,
+            &Sources {
+                files: &files,
+                pool: &CompressPool::new(Compression::Lz4, 2).unwrap(),
+                verification: None,
+                block_size: 8192,
+                base: None,
+            },
             &plan,
-            &CompressPool::new(Compression::Lz4, 2).unwrap(),
-            None,
             &Cancel::default(),
             &mut out,
             &|_| {},
@@ -418,12 +534,15 @@ mod tests {
         // in pieces that never line up with page boundaries.
         let mut data = vec![0u8; 4 * 8192];
         data[2 * 8192 + 100] = 1;
-        let mut pages = PageChecker::new(8192, Lsn(u64::MAX), 0);
+        let checker = PageChecker::new(Lsn(u64::MAX), 0);
+        let mut pages = PageWork::new(8192, Some(checker), true);
         for piece in data.chunks(5000) {
             pages.feed(piece);
         }
         assert_eq!(pages.next, 4);
-        assert_eq!(pages.bad, vec![2]);
+        assert_eq!(pages.checker.unwrap().bad, vec![2]);
+        let hashes: Vec<u64> = data.chunks(8192).map(block_hash).collect();
+        assert_eq!(pages.hashes.unwrap(), hashes);
     }
 
     #[test]
@@ -491,10 +610,14 @@ mod tests {
         let compression = Compression::Zstd { level: 1 };
         let mut out = Vec::new();
         let (result, _) = write_part(
-            &files,
+            &Sources {
+                files: &files,
+                pool: &CompressPool::new(compression, 2).unwrap(),
+                verification: None,
+                block_size: 8192,
+                base: None,
+            },
             &plan,
-            &CompressPool::new(compression, 2).unwrap(),
-            None,
             &Cancel::default(),
             &mut out,
             &|_| {},
@@ -523,6 +646,8 @@ mod tests {
                 mode: 0o600,
                 mtime: 0,
                 part: 0,
+                layers: Vec::new(),
+                hashes: Vec::new(),
             })
             .collect();
         for f in &result.files {
@@ -535,7 +660,7 @@ mod tests {
             &out[..],
             compression,
             0,
-            &expected_files(&entries),
+            &expected_files(&entries, "b", 8192),
             "part-00001.tar.zst",
             result.stored_checksum,
             &mut Discard::new(),

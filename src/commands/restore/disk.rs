@@ -92,6 +92,7 @@ pub struct DiskSink {
     current: Option<AlignedBuf>,
     filled: usize,
     writer: Option<JoinHandle<Result<()>>>,
+    progress: Progress,
 }
 
 impl DiskSink {
@@ -101,6 +102,7 @@ impl DiskSink {
         for _ in 0..BUFFERS {
             let _ = free_tx.send(AlignedBuf::new());
         }
+        let patches = progress.clone();
         let writer = std::thread::spawn(move || {
             Writer {
                 mode,
@@ -117,6 +119,7 @@ impl DiskSink {
             current: None,
             filled: 0,
             writer: Some(writer),
+            progress: patches,
         }
     }
 
@@ -211,6 +214,33 @@ impl FileSink for DiskSink {
     fn end(&mut self, _: &PathBytes, entry: &FileEntry) -> Result<()> {
         self.send_current()?;
         self.send(Op::Close { mode: entry.mode })
+    }
+
+    /// Written here rather than by the writing thread: the file was
+    /// written whole by an older member of the chain, whose parts are all
+    /// read before this member's.
+    fn patch(
+        &mut self,
+        path: &PathBytes,
+        block_size: u32,
+        numbers: &[u32],
+        data: &[u8],
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self
+            .root
+            .join(super::unfinished::written_as(path.as_path()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening, to write changed blocks into,", &path, e))?;
+        let bs = block_size as usize;
+        for (n, block) in numbers.iter().zip(data.chunks_exact(bs)) {
+            file.write_all_at(block, u64::from(*n) * bs as u64)
+                .map_err(|e| Error::io("writing changed blocks into", &path, e))?;
+        }
+        self.progress.add(data.len() as u64);
+        Ok(())
     }
 }
 
@@ -415,6 +445,8 @@ mod tests {
             mode: 0o600,
             mtime: 0,
             part: 0,
+            layers: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! (download, decompress, verify every checksum, write), configure
 //! recovery, sync, put pg_control in place and unmark (`unfinished.rs`).
 
+mod compose;
 mod configure;
 mod disk;
 mod durable;
@@ -10,22 +11,15 @@ pub(crate) mod select;
 mod unfinished;
 
 use super::cluster::open_repository;
-use crate::codec::Compression;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::pg::recovery::{self, Recovery};
-use crate::progress::{Progress, Unit};
-use crate::repo::layout;
 use crate::repo::manifest::Manifest;
-use crate::repo::part_reader::{expected_files, read_part};
 use crate::report;
 use crate::settings::Settings;
-use disk::DiskSink;
 pub use disk::WriteMode;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +105,17 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
         opts.dest.display()
     );
     manifest.check_paths()?;
+    // Before anything is written: a backup whose chain is broken is named,
+    // never restored in part.
+    let chain = repo.chain(&manifest).await?;
+    if chain.len() > 1 {
+        tracing::info!(
+            "backup {} is incremental; composing it from {} backups, starting with the full backup {}",
+            manifest.name,
+            chain.len(),
+            chain[0].name
+        );
+    }
     let (roots, tablespace_dirs) =
         validate_destination(&opts.dest, &manifest, &opts.tablespace_map)?;
     let note = format!(
@@ -119,7 +124,7 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
         opts.dest.display()
     );
     let in_progress = unfinished::begin(roots, &note, opts.durable)?;
-    if let Err(e) = write_everything(&repo, opts, &manifest, &tablespace_dirs, &recovery).await {
+    if let Err(e) = write_everything(&repo, opts, &chain, &tablespace_dirs, &recovery).await {
         tracing::warn!(
             "{} holds an unfinished restore, which PostgreSQL will not start on; run the restore again to start over",
             opts.dest.display()
@@ -137,20 +142,19 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
 async fn write_everything(
     repo: &crate::repo::Repository,
     opts: &RestoreOptions,
-    manifest: &Manifest,
+    chain: &[Manifest],
     tablespace_dirs: &HashMap<u32, PathBuf>,
     recovery: &Recovery,
 ) -> Result<()> {
+    let manifest = chain.last().expect("a chain holds the backup restored");
     create_directories(&opts.dest, manifest, tablespace_dirs)?;
-    download_parts(
-        repo,
-        manifest,
-        &opts.dest,
+    let target = compose::Target {
+        dest: &opts.dest,
         tablespace_dirs,
-        opts.jobs,
-        opts.write_mode,
-    )
-    .await?;
+        jobs: opts.jobs,
+        write_mode: opts.write_mode,
+    };
+    compose::write_files(repo, chain, &target).await?;
     configure::write(&opts.dest, manifest, tablespace_dirs, recovery)?;
     if nix::unistd::geteuid().is_root() {
         chown_tree(&opts.dest, manifest.owner_uid, manifest.owner_gid)?;
@@ -274,63 +278,6 @@ fn create_directories(dest: &Path, m: &Manifest, ts_dirs: &HashMap<u32, PathBuf>
     for (oid, dir) in ts_dirs {
         let link = dest.join("pg_tblspc").join(oid.to_string());
         std::os::unix::fs::symlink(dir, &link).map_err(|e| Error::io("linking", &link, e))?;
-    }
-    Ok(())
-}
-
-async fn download_parts(
-    repo: &crate::repo::Repository,
-    m: &Manifest,
-    dest: &Path,
-    ts_dirs: &HashMap<u32, PathBuf>,
-    jobs: usize,
-    write_mode: WriteMode,
-) -> Result<()> {
-    let compression: Compression = m.compression.parse()?;
-    let expected = Arc::new(expected_files(&m.files));
-    let progress = Progress::start("restoring", Unit::Bytes, m.size);
-    let results = futures::stream::iter(m.parts.iter().enumerate().map(|(index, part)| {
-        let progress = progress.clone();
-        let key = layout::backup_part(repo.cluster(), &m.binding, &m.name, &part.name);
-        let root = root_of(dest, part.tablespace, ts_dirs).to_path_buf();
-        let expected = expected.clone();
-        let stored_checksum = part.stored_checksum;
-        async move {
-            let reader = repo
-                .open_backup_part(&m.binding, &m.name, &part.name)
-                .await?;
-            tokio::task::spawn_blocking(move || {
-                let mut sink = DiskSink::new(root, progress, write_mode);
-                let totals = read_part(
-                    reader,
-                    compression,
-                    index,
-                    &expected,
-                    &key,
-                    stored_checksum,
-                    &mut sink,
-                )?;
-                sink.finish()?;
-                Ok(totals.files)
-            })
-            .await
-            .map_err(|e| Error::new(ErrorKind::LocalIo, "restore task failed").with_source(e))?
-        }
-    }))
-    .buffer_unordered(jobs.max(1))
-    .collect::<Vec<_>>()
-    .await;
-    progress.finish();
-    let mut restored = 0usize;
-    for r in results {
-        restored += r?;
-    }
-    if restored != m.files.len() {
-        return Err(Error::corrupt(format!(
-            "backup {} lists {} files but its parts held {restored}",
-            m.name,
-            m.files.len()
-        )));
     }
     Ok(())
 }

@@ -1,0 +1,68 @@
+//! An incremental backup's chain: its parent, the parent's parent, down to
+//! a full. Each link is pinned by the SHA-256 of the parent's manifest as
+//! stored, so a parent that is missing, damaged or replaced by another
+//! document of the same name is named, never silently used.
+
+use super::manifest::{BackupKind, Manifest};
+use super::{Repository, layout};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Longest chain an incremental may extend: past it backup-push takes a
+/// full. Bounds the layers a restore composes and the manifests it reads.
+pub const MAX_CHAIN: usize = 64;
+
+impl Repository {
+    /// `m`'s chain, oldest (the full) first, ending with `m`.
+    pub async fn chain(&self, m: &Manifest) -> Result<Vec<Manifest>> {
+        let mut chain = vec![m.clone()];
+        while let Some(parent) = chain.last().expect("never empty").parent.clone() {
+            let child = chain.last().expect("never empty");
+            let key = layout::backup_manifest(&self.cluster, &child.binding, &parent.name);
+            let broken = |why: String| {
+                Error::corrupt(format!(
+                    "backup {} is incremental on backup {}, whose manifest {key} {why}",
+                    child.name, parent.name
+                ))
+                .with_hint(format!(
+                    "backup {} cannot be restored without its parent; restore an older full backup, or take a new full backup (backup-push --full)",
+                    m.name
+                ))
+            };
+            let found = match self.read_manifest(&child.binding, &parent.name).await {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(broken("is missing".into()));
+                }
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    return Err(broken(format!("is damaged: {e}")));
+                }
+                Err(e) => return Err(e),
+            };
+            if found.document_checksum != Some(parent.manifest_sha256) {
+                return Err(broken(
+                    "is not the one it was based on (its SHA-256 differs)".into(),
+                ));
+            }
+            // Pins make a cycle all but impossible; the bound makes it finite.
+            if chain.iter().any(|c| c.name == found.name) || chain.len() > MAX_CHAIN {
+                return Err(broken(format!(
+                    "makes a cycle or a chain longer than {MAX_CHAIN}"
+                )));
+            }
+            if found.block_size != child.block_size
+                || found.system_identifier != child.system_identifier
+            {
+                return Err(broken("describes another system or block size".into()));
+            }
+            chain.push(found);
+        }
+        chain.reverse();
+        if chain[0].kind != BackupKind::Full {
+            return Err(Error::corrupt(format!(
+                "backup {} is incremental but names no parent",
+                chain[0].name
+            )));
+        }
+        Ok(chain)
+    }
+}
