@@ -4,6 +4,7 @@
 
 use super::cluster::open_repository;
 use crate::error::Result;
+use crate::repo::chain::chain_in;
 use crate::report;
 use crate::settings::Settings;
 use serde::Serialize;
@@ -23,6 +24,15 @@ struct Row<'a> {
     server_version_num: u32,
     size: u64,
     stored_size: u64,
+    /// `full` or `incremental`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// The backup an incremental rests on.
+    parent: Option<&'a str>,
+    /// The backups a restore reads, the full first, this one last.
+    chain: Vec<&'a str>,
+    /// Stored bytes of the whole chain.
+    chain_stored_size: u64,
     files: usize,
     pgdata: &'a str,
     host: &'a str,
@@ -66,31 +76,38 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
     let rows: Vec<Row> = backups
         .iter()
         .zip(&proofs)
-        .map(|(m, proof)| Row {
-            name: &m.name,
-            started_at: m.started_at.to_rfc3339(),
-            stopped_at: m.stopped_at.to_rfc3339(),
-            start_lsn: m.start_lsn.to_string(),
-            stop_lsn: m.stop_lsn.to_string(),
-            timeline: m.timeline,
-            start_wal: &m.start_wal,
-            stop_wal: &m.stop_wal,
-            system_identifier: m.system_identifier.to_string(),
-            major: m.major.number(),
-            server_version_num: m.server_version_num,
-            size: m.size,
-            stored_size: m.stored_size,
-            files: m.files.len(),
-            pgdata: &m.pgdata,
-            host: &m.host,
-            permanent: permanent.contains(&(m.binding.clone(), m.name.clone())),
-            proof: proof.as_ref().map(|p| ProofRow {
-                succeeded: p.succeeded,
-                finished_at: p.finished_at.to_rfc3339(),
-                duration_secs: p.duration_secs,
-                replayed_to_lsn: p.replayed_to_lsn.map(|l| l.to_string()),
-            }),
-            damaged: None,
+        .map(|(m, proof)| {
+            let chain = chain_in(backups, m);
+            Row {
+                name: &m.name,
+                started_at: m.started_at.to_rfc3339(),
+                stopped_at: m.stopped_at.to_rfc3339(),
+                start_lsn: m.start_lsn.to_string(),
+                stop_lsn: m.stop_lsn.to_string(),
+                timeline: m.timeline,
+                start_wal: &m.start_wal,
+                stop_wal: &m.stop_wal,
+                system_identifier: m.system_identifier.to_string(),
+                major: m.major.number(),
+                server_version_num: m.server_version_num,
+                size: m.size,
+                stored_size: m.stored_size,
+                kind: m.kind.to_string(),
+                parent: m.parent.as_ref().map(|p| p.name.as_str()),
+                chain_stored_size: chain.iter().map(|c| c.stored_size).sum(),
+                chain: chain.iter().map(|c| c.name.as_str()).collect(),
+                files: m.files.len(),
+                pgdata: &m.pgdata,
+                host: &m.host,
+                permanent: permanent.contains(&(m.binding.clone(), m.name.clone())),
+                proof: proof.as_ref().map(|p| ProofRow {
+                    succeeded: p.succeeded,
+                    finished_at: p.finished_at.to_rfc3339(),
+                    duration_secs: p.duration_secs,
+                    replayed_to_lsn: p.replayed_to_lsn.map(|l| l.to_string()),
+                }),
+                damaged: None,
+            }
         })
         .collect();
     let damaged: Vec<DamagedRow> = set
@@ -123,19 +140,36 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
         return Ok(out);
     }
     out += &format!(
-        "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}\n",
-        "name", "started", "stopped", "start LSN", "stop LSN", "size", "stored", "PG", "proof"
+        "  {:<17} {:<20} {:<20} {:<22} {:>12} {:>12} {:>10} {:>10} {:>12}  {:<4} {}\n",
+        "name",
+        "started",
+        "stopped",
+        "type",
+        "start LSN",
+        "stop LSN",
+        "size",
+        "stored",
+        "chain stored",
+        "PG",
+        "proof"
     );
     for ((r, m), proof) in rows.iter().zip(backups).zip(&proofs) {
+        let kind = match r.parent {
+            Some(parent) if r.chain.len() > 1 => format!("incr on {parent}"),
+            Some(parent) => format!("incr on {parent}?"),
+            None => "full".to_string(),
+        };
         out += &format!(
-            "  {:<17} {:<20} {:<20} {:>12} {:>12} {:>10} {:>10}  {:<4} {}{}\n",
+            "  {:<17} {:<20} {:<20} {:<22} {:>12} {:>12} {:>10} {:>10} {:>12}  {:<4} {}{}\n",
             r.name,
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             m.stopped_at.format("%Y-%m-%d %H:%M:%S"),
+            kind,
             r.start_lsn,
             r.stop_lsn,
             report::bytes(r.size),
             report::bytes(r.stored_size),
+            report::bytes(r.chain_stored_size),
             r.major,
             proof
                 .as_ref()
@@ -143,6 +177,12 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String> {
                 .unwrap_or_else(|| "never proven".into()),
             if r.permanent { "; permanent" } else { "" }
         );
+    }
+    if rows
+        .iter()
+        .any(|r| r.parent.is_some() && r.chain.len() == 1)
+    {
+        out += "  (?: the parent is missing or damaged; that incremental cannot be restored)\n";
     }
     for d in &damaged {
         out += &format!("  {:<17} DAMAGED: {}\n", d.name, d.damaged);

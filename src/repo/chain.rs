@@ -66,3 +66,23 @@ impl Repository {
         Ok(chain)
     }
 }
+
+/// `m`'s chain as far as `backups` (one listing's manifests) holds it,
+/// oldest first, by name alone: for showing, not for restoring. It starts
+/// with an incremental when a parent is missing.
+pub fn chain_in<'a>(backups: &'a [Manifest], m: &'a Manifest) -> Vec<&'a Manifest> {
+    let mut chain = vec![m];
+    while let Some(parent) = &chain.last().expect("never empty").parent {
+        let found = backups
+            .iter()
+            .find(|b| b.name == parent.name && b.binding == m.binding);
+        match found {
+            Some(p) if chain.len() <= MAX_CHAIN && !chain.iter().any(|c| c.name == p.name) => {
+                chain.push(p)
+            }
+            _ => break,
+        }
+    }
+    chain.reverse();
+    chain
+}

@@ -80,6 +80,25 @@ pub async fn run(settings: &Settings, opts: &DeleteOptions) -> Result<String> {
             ));
         }
     }
+    // Defence in depth for chains: the rules above already keep them.
+    for (m, b) in inventory.backups.iter().zip(&plan.backups) {
+        let Some(parent) = m.parent.as_ref().filter(|_| b.keep) else {
+            continue;
+        };
+        if plan
+            .backups
+            .iter()
+            .any(|p| p.name == parent.name && p.binding == b.binding && !p.keep)
+        {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "refusing to delete backup {}, which the kept backup {} rests on",
+                    parent.name, b.name
+                ),
+            ));
+        }
+    }
     let (count, bytes) = plan.objects_to_delete();
     let mut out = if opts.json {
         String::new()
@@ -278,6 +297,9 @@ async fn running_backups(repo: &Repository, inv: &Inventory) -> Result<BTreeSet<
 
 fn describe(repo: &Repository, rule: &Rule, plan: &Plan) -> String {
     let mut out = format!("delete {rule} in {}:\n", repo.describe());
+    if matches!(rule, Rule::Retain(_)) {
+        out += "  (retain counts full backups; each keeps the incrementals resting on it, and goes with them)\n";
+    }
     if plan.backups.is_empty() {
         out += "  no complete backup: nothing to decide\n";
     }
@@ -386,7 +408,9 @@ async fn delete_all(repo: &Repository, keys: Vec<String>) -> Result<()> {
 }
 
 async fn execute(repo: &Repository, plan: &Plan) -> Result<()> {
-    for b in plan.backups.iter().filter(|b| !b.keep) {
+    // Newest first: a delete interrupted halfway leaves whole chains, never
+    // an incremental whose parent is gone.
+    for b in plan.backups.iter().rev().filter(|b| !b.keep) {
         let (manifest, rest): (Vec<_>, Vec<_>) = b
             .objects
             .iter()

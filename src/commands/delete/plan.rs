@@ -3,8 +3,12 @@
 //!
 //! - The newest complete backup is always kept, whatever the rule says.
 //! - A backup marked permanent is kept.
-//! - `retain N` keeps the N newest complete backups; `before WHEN` keeps
-//!   those started at or after WHEN (a time, or the start of a named backup).
+//! - `retain N` keeps the N newest complete full backups and every
+//!   incremental resting on them; `before WHEN` keeps those started at or
+//!   after WHEN (a time, or the start of a named backup).
+//! - A backup a kept incremental rests on (its parent, the parent's
+//!   parent, down to the full) is kept, whatever the rule says: a chain
+//!   goes whole or not at all.
 //! - Per binding, WAL whose segment number is below the start segment of the
 //!   oldest kept backup goes; everything from there on stays, whatever its
 //!   timeline. Timeline history files always stay. A binding with no kept
@@ -58,6 +62,12 @@ pub enum Reason {
     NotBefore(String),
     BeyondRetain(usize),
     Before(String),
+    /// An incremental whose chain's full backup is one of the N newest.
+    OnRetainedFull(usize, String),
+    /// A kept incremental rests on it.
+    Needed(String),
+    /// An incremental whose parent is not among the complete backups.
+    BrokenChain(String),
 }
 
 impl fmt::Display for Reason {
@@ -65,10 +75,19 @@ impl fmt::Display for Reason {
         match self {
             Reason::Newest => f.write_str("newest complete backup"),
             Reason::Permanent => f.write_str("permanent"),
-            Reason::WithinRetain(n) => write!(f, "one of the {n} newest"),
+            Reason::WithinRetain(n) => write!(f, "one of the {n} newest full backups"),
             Reason::NotBefore(when) => write!(f, "not before {when}"),
-            Reason::BeyondRetain(n) => write!(f, "older than the {n} newest"),
+            Reason::BeyondRetain(n) => write!(f, "older than the {n} newest full backups"),
             Reason::Before(when) => write!(f, "before {when}"),
+            Reason::OnRetainedFull(n, full) => write!(
+                f,
+                "incremental on {full}, one of the {n} newest full backups"
+            ),
+            Reason::Needed(child) => write!(f, "needed by {child}, which rests on it"),
+            Reason::BrokenChain(parent) => write!(
+                f,
+                "incremental on {parent}, which is missing or damaged; kept for the operator to decide"
+            ),
         }
     }
 }
@@ -83,6 +102,9 @@ impl Reason {
             Reason::NotBefore(_) => "not-before",
             Reason::BeyondRetain(_) => "beyond-retain",
             Reason::Before(_) => "before",
+            Reason::OnRetainedFull(..) => "within-retain",
+            Reason::Needed(_) => "needed",
+            Reason::BrokenChain(_) => "broken-chain",
         }
     }
 }
@@ -328,7 +350,17 @@ pub fn decide(
         }
     };
     let count = backups.len();
-    Ok(backups
+    let roots = chain_roots(backups);
+    // Full backups (chain roots) from the newest: their rank.
+    let mut full_rank = vec![usize::MAX; count];
+    let mut rank = 0;
+    for i in (0..count).rev() {
+        if roots[i] == i && backups[i].parent.is_none() {
+            full_rank[i] = rank;
+            rank += 1;
+        }
+    }
+    let mut decisions: Vec<(bool, Reason)> = backups
         .iter()
         .enumerate()
         .map(|(i, b)| {
@@ -339,8 +371,17 @@ pub fn decide(
             if permanent.contains(&(b.binding.clone(), b.name.clone())) {
                 return (true, Reason::Permanent);
             }
+            let root = roots[i];
+            if let Some(parent) = &backups[root].parent {
+                return (true, Reason::BrokenChain(parent.name.clone()));
+            }
             match (rule, &cutoff) {
-                (Rule::Retain(n), _) if from_newest < *n => (true, Reason::WithinRetain(*n)),
+                (Rule::Retain(n), _) if full_rank[root] < *n && root == i => {
+                    (true, Reason::WithinRetain(*n))
+                }
+                (Rule::Retain(n), _) if full_rank[root] < *n => {
+                    (true, Reason::OnRetainedFull(*n, backups[root].name.clone()))
+                }
                 (Rule::Retain(n), _) => (false, Reason::BeyondRetain(*n)),
                 (_, Some((t, when))) if b.started_at < *t => (false, Reason::Before(when.clone())),
                 // `before` rules always have a cutoff; keeping is the safe answer regardless.
@@ -348,7 +389,40 @@ pub fn decide(
                 (_, None) => (true, Reason::NotBefore(rule.to_string())),
             }
         })
-        .collect())
+        .collect();
+    // Newest first, so that a backup kept only because a kept child needs
+    // it passes the need on to its own parent.
+    for i in (0..count).rev() {
+        if !decisions[i].0 {
+            continue;
+        }
+        if let Some(p) = parent_index(backups, i) {
+            if !decisions[p].0 {
+                decisions[p] = (true, Reason::Needed(backups[i].name.clone()));
+            }
+        }
+    }
+    Ok(decisions)
+}
+
+/// The position of backup `i`'s parent among `backups`, if it has one there.
+fn parent_index(backups: &[Manifest], i: usize) -> Option<usize> {
+    let parent = backups[i].parent.as_ref()?;
+    backups[..i]
+        .iter()
+        .rposition(|b| b.name == parent.name && b.binding == backups[i].binding)
+}
+
+/// For each backup, the position of the backup its chain starts with:
+/// the full, or the first incremental whose parent is not among `backups`.
+fn chain_roots(backups: &[Manifest]) -> Vec<usize> {
+    let mut roots: Vec<usize> = (0..backups.len()).collect();
+    for i in 0..backups.len() {
+        if let Some(p) = parent_index(backups, i) {
+            roots[i] = roots[p];
+        }
+    }
+    roots
 }
 
 /// `YYYYMMDDTHHMMSSZ`, the names backup-push gives.
@@ -532,6 +606,102 @@ mod tests {
         // Debris: the incomplete directory older than the newest complete backup only.
         assert_eq!(p.debris.len(), 1);
         assert_eq!(p.debris[0].name, "20261125T103000Z");
+    }
+
+    /// Full backups (`F`) and incrementals (`I`, each on the one before it),
+    /// an hour apart, oldest first.
+    fn chains(kinds: &str) -> Vec<Manifest> {
+        let mut out: Vec<Manifest> = Vec::new();
+        for (i, k) in kinds.chars().enumerate() {
+            let mut m = manifest(
+                &format!("20261125T{:02}0000Z", 10 + i),
+                "000000010000000000000002",
+            );
+            if k == 'I' {
+                let parent = out.last().expect("an incremental follows a backup");
+                m.kind = crate::repo::manifest::BackupKind::Incremental;
+                m.parent = Some(crate::repo::manifest::ParentRef {
+                    name: parent.name.clone(),
+                    manifest_sha256: crate::codec::Checksum::of(parent.name.as_bytes()),
+                    stop_lsn: parent.stop_lsn,
+                });
+            }
+            out.push(m);
+        }
+        out
+    }
+
+    fn decided(backups: &[Manifest], rule: &Rule) -> Vec<(bool, &'static str)> {
+        decide(backups, &BTreeSet::new(), rule)
+            .unwrap()
+            .into_iter()
+            .map(|(keep, reason)| (keep, reason.code()))
+            .collect()
+    }
+
+    #[test]
+    fn retain_counts_full_backups_and_chains_go_whole() {
+        let b = chains("FIIFII");
+        assert_eq!(
+            decided(&b, &Rule::Retain(1)),
+            [
+                (false, "beyond-retain"),
+                (false, "beyond-retain"),
+                (false, "beyond-retain"),
+                (true, "within-retain"),
+                (true, "within-retain"),
+                (true, "newest"),
+            ]
+        );
+        let reasons = decide(&b, &BTreeSet::new(), &Rule::Retain(1)).unwrap();
+        assert!(
+            reasons[4].1.to_string().contains(&b[3].name),
+            "{}",
+            reasons[4].1
+        );
+        assert!(decided(&b, &Rule::Retain(2)).iter().all(|d| d.0));
+    }
+
+    #[test]
+    fn a_backup_a_kept_incremental_rests_on_is_kept() {
+        let b = chains("FIII");
+        // Everything before the last incremental: the whole chain is needed.
+        let rule = Rule::BeforeBackup(b[3].name.clone());
+        assert_eq!(
+            decided(&b, &rule),
+            [
+                (true, "needed"),
+                (true, "needed"),
+                (true, "needed"),
+                (true, "newest")
+            ]
+        );
+        let reasons = decide(&b, &BTreeSet::new(), &rule).unwrap();
+        assert!(reasons[2].1.to_string().contains(&b[3].name));
+        // A permanent incremental keeps its chain under retain too.
+        let b = chains("FIIFI");
+        let permanent = BTreeSet::from([("15-1".to_string(), b[2].name.clone())]);
+        let d = decide(&b, &permanent, &Rule::Retain(1)).unwrap();
+        let codes: Vec<&str> = d.iter().map(|r| r.1.code()).collect();
+        assert_eq!(
+            codes,
+            ["needed", "needed", "permanent", "within-retain", "newest"]
+        );
+    }
+
+    #[test]
+    fn an_incremental_whose_parent_is_gone_is_kept_and_counts_for_nothing() {
+        let mut b = chains("FIFI");
+        b.remove(0);
+        // retain 1: the orphan neither goes nor displaces the newest full.
+        assert_eq!(
+            decided(&b, &Rule::Retain(1)),
+            [
+                (true, "broken-chain"),
+                (true, "within-retain"),
+                (true, "newest")
+            ]
+        );
     }
 
     #[test]
