@@ -305,6 +305,10 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
     }
 }
 
+/// The newest layer each file of a backup has in that backup itself, by
+/// tablespace and path.
+type HeldLayers<'a> = HashMap<(Option<u32>, &'a [u8]), Layer>;
+
 /// Checks that every incremental's chain is there and that each layer it
 /// names in an older backup is one that backup holds; returns the members
 /// of those chains not among `backups`, to be read too.
@@ -322,7 +326,7 @@ async fn verify_chains(
                 continue;
             }
         };
-        let held: HashMap<&str, HashMap<(Option<u32>, &[u8]), Layer>> = chain
+        let held: HashMap<&str, HeldLayers> = chain
             .iter()
             .map(|member| {
                 let own = member

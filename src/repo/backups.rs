@@ -78,6 +78,29 @@ impl Repository {
         Ok(set)
     }
 
+    /// The newest complete backup of `binding` whose manifest reads, found
+    /// by name (names sort in start order) with one listing and as few
+    /// reads as it takes: what an incremental rests on. A manifest that
+    /// cannot be used is passed over with a warning.
+    pub async fn newest_backup(&self, binding: &str) -> Result<Option<Manifest>> {
+        let root = layout::backups_root(&self.cluster, binding);
+        let mut names = match self.storage.list_subdirs(&root).await {
+            Ok(names) => names,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        names.sort();
+        for name in names.iter().rev() {
+            match self.read_manifest(binding, name).await {
+                Ok(m) => return Ok(Some(m)),
+                // Incomplete: running, or never finished.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("backup {name} is damaged: {e}"),
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads one backup's manifest and checks it: its own checksum, a format
     /// this build understands, and that it describes the backup of its
     /// directory (a manifest copied elsewhere would restore the wrong parts).

@@ -139,8 +139,8 @@ impl HashObjects {
         let mut fetched = HashMap::new();
         for r in &file.hashes {
             let key = (r.backup.clone(), r.part);
-            if !fetched.contains_key(&key) {
-                fetched.insert(key, self.object(&r.backup, r.part).await?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = fetched.entry(key) {
+                slot.insert(self.object(&r.backup, r.part).await?);
             }
         }
         compose(&file.hashes, blocks, |r| {

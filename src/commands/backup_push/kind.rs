@@ -92,8 +92,7 @@ pub async fn choose_base(
         tracing::info!("{why}; taking a full backup");
         Ok(None)
     };
-    let set = repo.backups().await?;
-    let Some(newest) = set.complete.iter().rev().find(|m| m.binding == binding) else {
+    let Some(newest) = repo.newest_backup(binding).await? else {
         return full("no complete backup of this system to base an incremental on".into());
     };
     if newest.format < HASHES_FORMAT {
@@ -108,7 +107,7 @@ pub async fn choose_base(
             newest.name, newest.block_size
         ));
     }
-    let chain = match repo.chain(newest).await {
+    let chain = match repo.chain(&newest).await {
         Ok(chain) => chain,
         Err(e) => {
             tracing::warn!("{e}");

@@ -258,7 +258,7 @@ fn copy_content<R: Read, W: Write>(
     mut file: R,
     len: u64,
     out: &mut FrameWriter<W>,
-    hasher: &mut ContentHasher,
+    mut hasher: Option<&mut ContentHasher>,
     mut pages: Option<&mut PageWork>,
     cancel: &Cancel,
 ) -> std::io::Result<()> {
@@ -283,7 +283,9 @@ fn copy_content<R: Read, W: Write>(
             room[..want].fill(0);
             n = want;
         }
-        hasher.update(&room[..n]);
+        if let Some(hasher) = hasher.as_deref_mut() {
+            hasher.update(&room[..n]);
+        }
         if let Some(pages) = pages.as_deref_mut() {
             pages.feed(&room[..n]);
         }
@@ -319,7 +321,8 @@ pub const MIN_BLOCKS: u64 = 4;
 /// incremental): relation files of whole blocks, `MIN_BLOCKS` or more.
 fn hashed_blocks(f: &SourceFile, len: u64, block_size: u32) -> Option<u64> {
     let bs = u64::from(block_size);
-    (relation_segment(f).is_some() && len % bs == 0 && len / bs >= MIN_BLOCKS).then_some(len / bs)
+    (relation_segment(f).is_some() && len.is_multiple_of(bs) && len / bs >= MIN_BLOCKS)
+        .then_some(len / bs)
 }
 
 /// Writes one part to `out` (a streaming upload); `out` is returned so the
@@ -389,7 +392,9 @@ pub fn write_part<W: Write>(
             _ => {
                 let mut pages = (checker.is_some() || blocks.is_some())
                     .then(|| PageWork::new(src.block_size, checker, blocks.is_some()));
-                let mut hasher = ContentHasher::new();
+                // A file whose blocks are hashed gets its checksum from
+                // them: one pass of hashing, not two.
+                let mut hasher = blocks.is_none().then(ContentHasher::new);
                 let mut header = tar::Header::new_gnu();
                 header.set_size(len);
                 header.set_mode(f.mode);
@@ -400,15 +405,20 @@ pub fn write_part<W: Write>(
                     &file,
                     len,
                     tar.get_mut(),
-                    &mut hasher,
+                    hasher.as_mut(),
                     pages.as_mut(),
                     cancel,
                 )
                 .map_err(archiving())?;
                 on_progress(len);
                 let (checker, vector) = pages.map_or((None, None), |p| (p.checker, p.hashes));
+                let checksum = match (hasher, &vector) {
+                    (Some(hasher), _) => hasher.finish(),
+                    (None, Some(v)) => ContentChecksum::of_block_hashes(src.block_size, v),
+                    (None, None) => unreachable!("a file is hashed one way or the other"),
+                };
                 let hashes = vector.map(|v| (hashes.full(&v), v.len() as u64));
-                (hasher.finish(), How::Whole { hashes }, checker)
+                (checksum, How::Whole { hashes }, checker)
             }
         };
         if let Some(checker) = checked {
@@ -515,7 +525,7 @@ mod tests {
             &data[..40],
             100,
             &mut out,
-            &mut hasher,
+            Some(&mut hasher),
             None,
             &Cancel::default(),
         )

@@ -396,10 +396,10 @@ pub fn decide(
         if !decisions[i].0 {
             continue;
         }
-        if let Some(p) = parent_index(backups, i) {
-            if !decisions[p].0 {
-                decisions[p] = (true, Reason::Needed(backups[i].name.clone()));
-            }
+        if let Some(p) = parent_index(backups, i)
+            && !decisions[p].0
+        {
+            decisions[p] = (true, Reason::Needed(backups[i].name.clone()));
         }
     }
     Ok(decisions)
