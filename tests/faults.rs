@@ -483,10 +483,20 @@ fn backup_restore_and_prove_through_faults() {
     let mut backup_tries = Attempts::default();
     let mut backup = None;
     for _ in 0..attempts * rounds {
+        // The first backup full, the next ones incremental: each reads its
+        // parent's block hashes through the faults too, and what is
+        // restored and proven below is an incremental's chain.
+        let kind = if backup_tries.completed == 0 {
+            "--full"
+        } else {
+            "--incremental"
+        };
+        cluster.execute("UPDATE bulk SET v = 'changed' WHERE g % 5000 = 0");
         let out = run_via(global(&[
             "backup-push",
             cluster.pgdata.to_str().unwrap(),
             "--fast",
+            kind,
         ]));
         backup_tries.codes.push(code(&out));
         if code(&out) == 0 {
@@ -512,6 +522,13 @@ fn backup_restore_and_prove_through_faults() {
     proxy.set_enabled(false);
     // Restore and prove are tested even when no backup got through.
     let backup = backup.unwrap_or_else(|| repo.backup(&cluster));
+    if backup_tries.completed >= 2 {
+        let listed = repo.run(&["backup-list", "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let newest = rows.as_array().unwrap().last().unwrap();
+        assert_eq!(newest["name"], backup.as_str());
+        assert_eq!(newest["type"], "incremental", "{newest}");
+    }
     cluster.execute("INSERT INTO keep SELECT g, 'after' FROM generate_series(1001, 1500) g");
     let last = cluster.write_and_switch(10);
     cluster.wait_archived(&last);

@@ -902,3 +902,77 @@ fn full_and_incremental_flags_and_setting() {
     assert_chain(&list(&repo), &[full]);
     assert_eq!(list(&repo).len(), 9);
 }
+
+/// A cluster restored from an incremental and promoted (a new timeline,
+/// the same system) goes on archiving into the same prefix and takes the
+/// next incremental on the backup it came from. Its files are what the
+/// restore wrote, then changed by recovery, promotion and new writes on
+/// another timeline, none of which moves a page LSN past the parent's in
+/// any way an LSN rule could trust: compared by content, the next
+/// incremental restores to exactly what the promoted cluster holds.
+#[test]
+fn a_restored_and_promoted_cluster_continues_the_chain() {
+    let major = 15;
+    if !wants_major(major) {
+        return;
+    }
+    let scratch = Scratch::new("incremental-promoted");
+    let repo = TestRepo::new(&scratch, Backend::File);
+    let source = Cluster::archiving_into(&scratch, &repo, major);
+    execute_in(
+        &source,
+        "postgres",
+        &["CREATE TABLE accounts (id int PRIMARY KEY, balance bigint);
+             INSERT INTO accounts SELECT g, g FROM generate_series(1, 30000) g;"],
+    );
+    let full = pushed(&push(&repo, &source, &["--full"], &[]));
+    execute_in(
+        &source,
+        "postgres",
+        &["UPDATE accounts SET balance = balance + 1 WHERE id <= 3000"],
+    );
+    let first = incremental_on(&repo, &source, &full);
+    source.stop();
+
+    // Restored with archiving as the backup had it: the promoted cluster
+    // archives timeline 2 into the same prefix.
+    let dest = scratch.path.join("promoted");
+    let out = repo.run(&[
+        "restore",
+        dest.to_str().unwrap(),
+        "--backup",
+        &first,
+        "--target-immediate",
+        "--target-action",
+        "promote",
+    ]);
+    assert_exit(&out, 0);
+    let mut promoted = Cluster::restored_archiving(&scratch, "promoted", major, dest, true);
+    promoted.env = repo.env.clone();
+    promoted.start();
+    promoted.wait_promoted(SERVER_WAIT);
+    assert_eq!(
+        promoted.query_one("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    execute_in(
+        &promoted,
+        "postgres",
+        &[
+            "DELETE FROM accounts WHERE id > 29000",
+            "VACUUM accounts",
+            "UPDATE accounts SET balance = -balance WHERE id % 97 = 0",
+            "CREATE TABLE born_on_two AS SELECT g AS id FROM generate_series(1, 5000) g",
+        ],
+    );
+    let second = incremental_on(&repo, &promoted, &first);
+    let want = contents(&promoted);
+    assert_chain(&list(&repo), &[full.clone(), first.clone(), second.clone()]);
+
+    let restored = restore_and_start(&scratch, &repo, major, &second, "again", None);
+    assert_eq!(contents(&restored), want, "the promoted cluster, restored");
+    restored.stop();
+    promoted.stop();
+    let out = repo.run(&["verify"]);
+    assert_exit(&out, 0);
+}

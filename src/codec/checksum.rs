@@ -50,13 +50,17 @@ impl Hasher {
 pub enum ContentChecksum {
     Sha256(Checksum),
     Xxh128(u128),
-    /// The XXH3-128 of the XXH3-64 (8 bytes, little-endian) of each
-    /// `block_size` bytes of the content, the last block possibly shorter:
-    /// one pass of hashing gives both a file's checksum and the block
-    /// hashes an incremental backup compares, and the blocks can be hashed
-    /// on several threads. Written `xxh3blocks:<block size>:<32 hex>`.
+    /// The XXH3-128 of the XXH3-64 with `seed` (8 bytes, little-endian)
+    /// of each `block_size` bytes of the content, the last block possibly
+    /// shorter: one pass of hashing gives both a file's checksum and the
+    /// block hashes an incremental backup compares, and the blocks can be
+    /// hashed on several threads. The seed is secret to the repository, so
+    /// that nobody who can only write to the database can make a changed
+    /// block hash as the old one did. Written
+    /// `xxh3blocks:<block size>:<16 hex seed>:<32 hex>`.
     Blocks {
         block_size: u32,
+        seed: u64,
         digest: u128,
     },
 }
@@ -82,7 +86,7 @@ impl ContentChecksum {
     }
 
     /// The `Blocks` checksum of content whose blocks have these hashes.
-    pub fn of_block_hashes(block_size: u32, hashes: &[u64]) -> ContentChecksum {
+    pub fn of_block_hashes(block_size: u32, seed: u64, hashes: &[u64]) -> ContentChecksum {
         let mut tree = xxhash_rust::xxh3::Xxh3::new();
         for chunk in hashes.chunks(1024) {
             let mut bytes = [0u8; 8 * 1024];
@@ -93,6 +97,7 @@ impl ContentChecksum {
         }
         ContentChecksum::Blocks {
             block_size,
+            seed,
             digest: tree.digest128(),
         }
     }
@@ -120,9 +125,17 @@ impl ContentChecksum {
     pub fn same_kind(&self, other: &ContentChecksum) -> bool {
         match (self, other) {
             (
-                ContentChecksum::Blocks { block_size: a, .. },
-                ContentChecksum::Blocks { block_size: b, .. },
-            ) => a == b,
+                ContentChecksum::Blocks {
+                    block_size: a,
+                    seed: s,
+                    ..
+                },
+                ContentChecksum::Blocks {
+                    block_size: b,
+                    seed: t,
+                    ..
+                },
+            ) => a == b && s == t,
             _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
     }
@@ -139,9 +152,11 @@ impl fmt::Display for ContentChecksum {
         match self {
             ContentChecksum::Sha256(c) => write!(f, "{c}"),
             ContentChecksum::Xxh128(x) => write!(f, "{XXH128_PREFIX}{x:032x}"),
-            ContentChecksum::Blocks { block_size, digest } => {
-                write!(f, "{BLOCKS_PREFIX}{block_size}:{digest:032x}")
-            }
+            ContentChecksum::Blocks {
+                block_size,
+                seed,
+                digest,
+            } => write!(f, "{BLOCKS_PREFIX}{block_size}:{seed:016x}:{digest:032x}"),
         }
     }
 }
@@ -158,8 +173,13 @@ impl FromStr for ContentChecksum {
     fn from_str(s: &str) -> Result<ContentChecksum> {
         if let Some(rest) = s.strip_prefix(BLOCKS_PREFIX) {
             let bad = || Error::corrupt(format!("{s:?} is not a block-tree checksum"));
-            let (size, digits) = rest.split_once(':').ok_or_else(bad)?;
+            let (size, rest) = rest.split_once(':').ok_or_else(bad)?;
+            let (seed, digits) = rest.split_once(':').ok_or_else(bad)?;
             let block_size: u32 = size.parse().map_err(|_| bad())?;
+            if seed.len() != 16 {
+                return Err(bad());
+            }
+            let seed = u64::from_str_radix(seed, 16).map_err(|_| bad())?;
             if block_size == 0
                 || digits.len() != 32
                 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
@@ -167,7 +187,11 @@ impl FromStr for ContentChecksum {
                 return Err(bad());
             }
             let digest = u128::from_str_radix(digits, 16).map_err(|_| bad())?;
-            return Ok(ContentChecksum::Blocks { block_size, digest });
+            return Ok(ContentChecksum::Blocks {
+                block_size,
+                seed,
+                digest,
+            });
         }
         match s.strip_prefix(XXH128_PREFIX) {
             Some(digits) => {
@@ -204,9 +228,16 @@ pub enum ContentHasher {
     Blocks(Box<BlockTree>),
 }
 
+/// The hash of one block that a `Blocks` checksum is made of, and that an
+/// incremental backup compares: XXH3-64 with the repository's seed.
+pub fn block_hash(block: &[u8], seed: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(block, seed)
+}
+
 /// Streaming `ContentChecksum::Blocks`: blocks however the data arrives.
 pub struct BlockTree {
     block_size: usize,
+    seed: u64,
     pending: Vec<u8>,
     hashes: Vec<u64>,
     tree: xxhash_rust::xxh3::Xxh3,
@@ -214,7 +245,7 @@ pub struct BlockTree {
 
 impl BlockTree {
     fn block(&mut self, block: &[u8]) {
-        self.hashes.push(xxhash_rust::xxh3::xxh3_64(block));
+        self.hashes.push(block_hash(block, self.seed));
         if self.hashes.len() == 1024 {
             self.flush();
         }
@@ -254,6 +285,7 @@ impl BlockTree {
         self.flush();
         ContentChecksum::Blocks {
             block_size: self.block_size as u32,
+            seed: self.seed,
             digest: self.tree.digest128(),
         }
     }
@@ -270,14 +302,15 @@ impl ContentHasher {
         match checksum {
             ContentChecksum::Sha256(_) => ContentHasher::Sha256(Hasher::new()),
             ContentChecksum::Xxh128(_) => ContentHasher::new(),
-            ContentChecksum::Blocks { block_size, .. } => {
-                ContentHasher::Blocks(Box::new(BlockTree {
-                    block_size: (*block_size).max(1) as usize,
-                    pending: Vec::new(),
-                    hashes: Vec::with_capacity(1024),
-                    tree: xxhash_rust::xxh3::Xxh3::new(),
-                }))
-            }
+            ContentChecksum::Blocks {
+                block_size, seed, ..
+            } => ContentHasher::Blocks(Box::new(BlockTree {
+                block_size: (*block_size).max(1) as usize,
+                seed: *seed,
+                pending: Vec::new(),
+                hashes: Vec::with_capacity(1024),
+                tree: xxhash_rust::xxh3::Xxh3::new(),
+            })),
         }
     }
 
@@ -376,13 +409,16 @@ mod tests {
     #[test]
     fn block_tree_checksums_stream_and_match_their_definition() {
         let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i * 7 % 251) as u8).collect();
-        // By definition: the XXH3-128 of each block's XXH3-64, little-endian.
+        // By definition: the XXH3-128 of each block's seeded XXH3-64, little-endian.
+        let seed = 0x1234_5678_9abc_def0;
         let mut leaves = Vec::new();
         for block in data.chunks(4096) {
-            leaves.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(block).to_le_bytes());
+            let leaf = xxhash_rust::xxh3::xxh3_64_with_seed(block, seed);
+            leaves.extend_from_slice(&leaf.to_le_bytes());
         }
         let want = ContentChecksum::Blocks {
             block_size: 4096,
+            seed,
             digest: xxhash_rust::xxh3::xxh3_128(&leaves),
         };
         let mut h = ContentHasher::like(&want);
@@ -392,26 +428,38 @@ mod tests {
         assert_eq!(h.finish(), want);
         let whole: Vec<u64> = data[..3 * 4096]
             .chunks(4096)
-            .map(xxhash_rust::xxh3::xxh3_64)
+            .map(|b| block_hash(b, seed))
             .collect();
         assert_eq!(
-            ContentChecksum::of_block_hashes(4096, &whole),
+            ContentChecksum::of_block_hashes(4096, seed, &whole),
             want.recompute(&data[..3 * 4096])
         );
         assert_ne!(want.recompute(&data[..3 * 4096]), want);
         let text = want.to_string();
-        assert!(text.starts_with("xxh3blocks:4096:"), "{text}");
+        assert!(
+            text.starts_with("xxh3blocks:4096:123456789abcdef0:"),
+            "{text}"
+        );
+        let other_seed = ContentChecksum::of_block_hashes(4096, seed + 1, &whole);
+        assert!(!want.same_kind(&other_seed), "another seed is another kind");
         assert_eq!(text.parse::<ContentChecksum>().unwrap(), want);
         assert!(want.same_kind(&ContentChecksum::Blocks {
             block_size: 4096,
+            seed,
             digest: 1
         }));
         assert!(!want.same_kind(&ContentChecksum::Blocks {
             block_size: 8192,
+            seed,
             digest: 1
         }));
         assert!(!want.same_kind(&ContentChecksum::of(b"x")));
-        for bad in ["xxh3blocks:0:00", "xxh3blocks:8192:zz", "xxh3blocks:8192"] {
+        for bad in [
+            "xxh3blocks:0:0000000000000000:00",
+            "xxh3blocks:8192:0000000000000000:zz",
+            "xxh3blocks:8192:00:00000000000000000000000000000000",
+            "xxh3blocks:8192",
+        ] {
             assert!(bad.parse::<ContentChecksum>().is_err(), "{bad}");
         }
     }

@@ -5,5 +5,5 @@ pub mod checksum;
 pub mod compression;
 pub mod frames;
 
-pub use checksum::{Checksum, ContentChecksum, ContentHasher, Hasher};
+pub use checksum::{Checksum, ContentChecksum, ContentHasher, Hasher, block_hash};
 pub use compression::Compression;

@@ -15,10 +15,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The hash of one block, as `xxhsum -H3` prints it.
-pub fn block_hash(block: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(block)
-}
+pub use crate::codec::block_hash;
 
 /// A part's hash object as it is built.
 #[derive(Debug, Default)]

@@ -56,10 +56,38 @@ pub struct Manifest {
     /// The backup an incremental is based on, pinned by its manifest's bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// The seed of the block hashes (format 5): drawn at random for a full
+    /// backup, inherited by the incrementals of its chain. Secret to the
+    /// repository, so that a database user cannot craft a changed block
+    /// that hashes as the old one did.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_seed")]
+    pub block_hash_seed: Option<u64>,
     /// SHA-256 of this manifest as stored, set when it is read: what a
     /// child pins. Not part of the document.
     #[serde(skip)]
     pub document_checksum: Option<Checksum>,
+}
+
+/// A seed as 16 hex digits: JSON numbers past 2^53 are not safe in every reader.
+mod hex_seed {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(seed: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match seed {
+            Some(v) => s.serialize_str(&format!("{v:016x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) if t.len() == 16 => u64::from_str_radix(&t, 16)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(t) => Err(serde::de::Error::custom(format!("{t:?} is not a seed"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::repo::Repository;
 use crate::repo::block_entry::{self, CHUNK_BLOCKS};
 use crate::repo::block_hashes::{HashObjectWriter, HashObjects, block_hash};
-use crate::repo::manifest::{BadPage, FileEntry, Manifest, ParentRef};
+use crate::repo::manifest::{BadPage, FileEntry, LayerKind, Manifest, ParentRef};
 use crate::repo::path_bytes::PathBytes;
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,6 +35,8 @@ pub struct Base {
     pub parent: ParentRef,
     files: HashMap<(Option<u32>, PathBytes), FileEntry>,
     pub bad_pages: Vec<BadPage>,
+    /// The chain's seed of the block hashes.
+    pub seed: u64,
     hashes: Arc<HashObjects>,
     block_size: u32,
     runtime: tokio::runtime::Handle,
@@ -60,6 +62,9 @@ impl Base {
             },
             files,
             bad_pages: parent.bad_pages.clone(),
+            seed: parent
+                .block_hash_seed
+                .expect("a parent is chosen only with block hashes"),
             hashes: HashObjects::new(repo.clone(), &parent.binding, chain),
             block_size: parent.block_size,
             runtime: tokio::runtime::Handle::current(),
@@ -103,6 +108,7 @@ pub struct ChangedBlocks<'a> {
     pub source: &'a SourceFile,
     pub blocks: u64,
     pub block_size: u32,
+    pub seed: u64,
     pub parent: Vec<Option<u64>>,
 }
 
@@ -139,31 +145,69 @@ impl Found {
     }
 }
 
+/// A file's block hashes as read now, and the blocks whose hash is not
+/// the parent's.
+pub struct Hashed {
+    all: Vec<u64>,
+    pub changed: Vec<u32>,
+}
+
+/// Whether a file is better stored as its changed blocks than whole: while
+/// a restore writes it at most one and a half times. Past that (more than
+/// half its blocks changed, since its whole copy, counting the blocks
+/// layers of the chain), it is stored whole, and a restore of this backup
+/// or a later one writes it once from here.
+pub fn worth_blocks(parent: &FileEntry, changed: usize, blocks: u64) -> bool {
+    if changed == 0 {
+        // Referred to: nothing more to write on restore.
+        return true;
+    }
+    let layered: u64 = parent
+        .layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Blocks)
+        .map(|l| l.blocks)
+        .sum();
+    (layered + changed as u64) * 2 <= blocks
+}
+
 impl ChangedBlocks<'_> {
-    /// Hashes every block (all cores sharing the file), then reads the
-    /// changed ones again and stores them, up to `CHUNK_BLOCKS` to an
+    /// First `hash` every block (all cores sharing the file); then, when
+    /// the file is worth storing by blocks, `store` reads the changed ones
+    /// again and stores them, up to `CHUNK_BLOCKS` to an
     /// entry. A changed block is hashed again as it is stored, so that its
     /// recorded hash is of the bytes stored; a block unchanged when hashed
     /// and written since keeps the parent's copy, which is what this
     /// backup read, after its start: WAL replay repairs either, as for a
     /// page torn in any backup. Only stored blocks are page-checked: the
     /// others are the parent's, checked when it read them.
-    pub fn store<W: Write>(
+    pub fn hash(
         &self,
-        tar: &mut tar::Builder<FrameWriter<W>>,
-        chunk: &mut Vec<u8>,
-        mut checker: Option<PageChecker>,
         cancel: &Cancel,
         on_progress: &(dyn Fn(u64) + Sync),
-    ) -> std::io::Result<Found> {
+    ) -> std::io::Result<Hashed> {
         let bs = self.block_size as usize;
-        let mut all = hash_blocks(self.file, self.blocks, bs, cancel, on_progress)?;
-        let changed: Vec<u32> = all
+        let all = hash_blocks(self.file, self.blocks, bs, self.seed, cancel, on_progress)?;
+        let changed = all
             .iter()
             .enumerate()
             .filter(|(block, hash)| self.parent.get(*block).copied().flatten() != Some(**hash))
             .map(|(block, _)| block as u32)
             .collect();
+        Ok(Hashed { all, changed })
+    }
+
+    /// Stores the changed blocks `hash` found.
+    pub fn store<W: Write>(
+        &self,
+        hashed: Hashed,
+        tar: &mut tar::Builder<FrameWriter<W>>,
+        chunk: &mut Vec<u8>,
+        mut checker: Option<PageChecker>,
+        cancel: &Cancel,
+    ) -> std::io::Result<Found> {
+        let bs = self.block_size as usize;
+        let Hashed { mut all, changed } = hashed;
         let mut found = Found {
             checksum: ContentChecksum::of(b""),
             checker: None,
@@ -180,7 +224,7 @@ impl ChangedBlocks<'_> {
             chunk.resize(numbers.len() * bs, 0);
             read_blocks(self.file, numbers, bs, chunk)?;
             for (&n, page) in numbers.iter().zip(chunk.chunks_exact(bs)) {
-                let hash = block_hash(page);
+                let hash = block_hash(page, self.seed);
                 all[n as usize] = hash;
                 found.numbers.push(n);
                 found.hashes.push(hash);
@@ -206,7 +250,7 @@ impl ChangedBlocks<'_> {
             found.size += len;
             found.entries += 1;
         }
-        found.checksum = ContentChecksum::of_block_hashes(self.block_size, &all);
+        found.checksum = ContentChecksum::of_block_hashes(self.block_size, self.seed, &all);
         found.checker = checker;
         Ok(found)
     }
@@ -244,6 +288,7 @@ fn hash_blocks(
     file: &std::fs::File,
     blocks: u64,
     bs: usize,
+    seed: u64,
     cancel: &Cancel,
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> std::io::Result<Vec<u64>> {
@@ -258,7 +303,7 @@ fn hash_blocks(
             let piece = &mut buf[..out.len() * bs];
             read_at_or_zeros(file, piece, first as u64 * bs as u64)?;
             for (slot, page) in out.iter_mut().zip(piece.chunks_exact(bs)) {
-                *slot = block_hash(page);
+                *slot = block_hash(page, seed);
             }
             on_progress(piece.len() as u64);
         }
@@ -327,4 +372,50 @@ pub fn unchanged(file: &std::fs::File, len: u64, checksum: &ContentChecksum) -> 
         }
     }
     hasher.finish() == *checksum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::ContentChecksum;
+    use crate::repo::manifest::Layer;
+
+    fn entry(layered: &[u64]) -> FileEntry {
+        let layer = |kind, blocks| Layer {
+            backup: "b".into(),
+            part: 0,
+            kind,
+            size: 1,
+            checksum: ContentChecksum::of(b""),
+            entries: 1,
+            blocks,
+        };
+        let mut layers: Vec<Layer> = layered
+            .iter()
+            .map(|&n| layer(LayerKind::Blocks, n))
+            .collect();
+        layers.push(layer(LayerKind::Whole, 0));
+        FileEntry {
+            path: PathBytes::from("base/5/16384"),
+            tablespace: None,
+            size: 100 * 8192,
+            checksum: ContentChecksum::of(b""),
+            mode: 0o600,
+            mtime: 0,
+            part: 0,
+            layers,
+            hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_goes_whole_once_a_restore_would_write_it_more_than_one_and_a_half_times() {
+        assert!(worth_blocks(&entry(&[]), 50, 100));
+        assert!(!worth_blocks(&entry(&[]), 51, 100));
+        // 46% changed twice, as random updates of 1% of pgbench's rows do.
+        assert!(worth_blocks(&entry(&[]), 46, 100));
+        assert!(!worth_blocks(&entry(&[46]), 46, 100));
+        // Nothing changed: referred to, whatever the layers.
+        assert!(worth_blocks(&entry(&[40, 40]), 0, 100));
+    }
 }

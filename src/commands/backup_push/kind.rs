@@ -95,7 +95,7 @@ pub async fn choose_base(
     let Some(newest) = repo.newest_backup(binding).await? else {
         return full("no complete backup of this system to base an incremental on".into());
     };
-    if newest.format < HASHES_FORMAT {
+    if newest.format < HASHES_FORMAT || newest.block_hash_seed.is_none() {
         return full(format!(
             "the newest backup, {}, was written by an older pgproof (repository format {}) and holds no block hashes",
             newest.name, newest.format
@@ -117,7 +117,7 @@ pub async fn choose_base(
             ));
         }
     };
-    if chain.len() > MAX_CHAIN {
+    if chain.len() >= MAX_CHAIN {
         return full(format!(
             "the chain of {} already holds {} backups, the most one may",
             newest.name,

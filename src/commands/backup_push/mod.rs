@@ -167,7 +167,11 @@ impl Backup<'_> {
                 block_size: local.control.block_size,
                 backup_start: start_lsn,
             });
-        let result = copy_files(self, &name, verification, base.clone()).await;
+        let seed = match &base {
+            Some(base) => base.seed,
+            None => random_seed()?,
+        };
+        let result = copy_files(self, &name, verification, base.clone(), seed).await;
         // Always end backup mode, even when copying failed.
         let stop = backup_api::stop(conn, major, settings.timeout).await;
         let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
@@ -238,6 +242,7 @@ impl Backup<'_> {
                 BackupKind::Full
             },
             parent: base.as_ref().map(|b| b.parent.clone()),
+            block_hash_seed: Some(seed),
             document_checksum: None,
         };
         // Before the manifest: a complete backup is never, even briefly, unprotected.
@@ -284,6 +289,7 @@ async fn copy_files(
     name: &str,
     verification: Option<parts::PageVerification>,
     base: Option<Arc<incremental::Base>>,
+    seed: u64,
 ) -> Result<Copied> {
     let Backup {
         settings,
@@ -334,6 +340,7 @@ async fn copy_files(
                 pool: &pool,
                 verification,
                 block_size,
+                seed,
                 base: part_base.as_deref(),
             };
             let part = parts::write_part(&sources, &plan, cancel, &mut writer, &add);
@@ -497,6 +504,17 @@ async fn copy_files(
         size,
         stored_size,
     })
+}
+
+/// A new chain's seed for its block hashes, from the kernel's randomness.
+fn random_seed() -> Result<u64> {
+    use std::io::Read;
+    let path = std::path::Path::new("/dev/urandom");
+    let mut bytes = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Invariant 5: the manifest is written only once every WAL segment from

@@ -206,16 +206,19 @@ pub struct PageWork {
     next: u64,
     checker: Option<PageChecker>,
     hashes: Option<Vec<u64>>,
+    seed: u64,
 }
 
 impl PageWork {
-    pub fn new(block_size: u32, checker: Option<PageChecker>, hash: bool) -> PageWork {
+    /// Hashes the pages with `seed` when there is one.
+    pub fn new(block_size: u32, checker: Option<PageChecker>, seed: Option<u64>) -> PageWork {
         PageWork {
             block_size: block_size as usize,
             pending: Vec::new(),
             next: 0,
             checker,
-            hashes: hash.then(Vec::new),
+            hashes: seed.map(|_| Vec::new()),
+            seed: seed.unwrap_or_default(),
         }
     }
 
@@ -244,7 +247,7 @@ impl PageWork {
             checker.check(page, self.next);
         }
         if let Some(hashes) = &mut self.hashes {
-            hashes.push(block_hash(page));
+            hashes.push(block_hash(page, self.seed));
         }
         self.next += 1;
     }
@@ -309,6 +312,8 @@ pub struct Sources<'a> {
     pub pool: &'a Arc<CompressPool>,
     pub verification: Option<PageVerification>,
     pub block_size: u32,
+    /// The seed of the block hashes (the chain's).
+    pub seed: u64,
     /// The backup an incremental is based on; `None` for a full.
     pub base: Option<&'a Base>,
 }
@@ -364,34 +369,56 @@ pub fn write_part<W: Write>(
             .map_err(|e| Error::io("reading the size of", &f.full, e))?
             .len();
         let blocks = hashed_blocks(f, len, src.block_size);
-        let checker = src.verification.and_then(|v| {
-            let segment = relation_segment(f)?;
-            Some(PageChecker::new(v.backup_start, segment))
-        });
+        let checker = || {
+            src.verification.and_then(|v| {
+                let segment = relation_segment(f)?;
+                Some(PageChecker::new(v.backup_start, segment))
+            })
+        };
         let parent = src.base.and_then(|b| b.file(f));
         let archiving = || io(format!("archiving {}", f.full.display()));
-        let (checksum, how, checked) = match (parent, blocks) {
-            (Some(p), Some(blocks)) if !p.hashes.is_empty() => {
-                let base = src.base.expect("a parent has a base");
-                let changes = incremental::ChangedBlocks {
-                    file: &file,
-                    source: f,
-                    blocks,
-                    block_size: src.block_size,
-                    parent: base.vector(p)?,
-                };
+        // A relation file the parent hashed: its changed blocks, unless
+        // so many changed that it is better stored whole.
+        let mut by_blocks = None;
+        let mut counted = false;
+        if let (Some(p), Some(blocks)) = (parent, blocks)
+            && !p.hashes.is_empty()
+        {
+            let base = src.base.expect("a parent has a base");
+            let changes = incremental::ChangedBlocks {
+                file: &file,
+                source: f,
+                blocks,
+                block_size: src.block_size,
+                seed: src.seed,
+                parent: base.vector(p)?,
+            };
+            let hashed = changes.hash(cancel, on_progress).map_err(archiving())?;
+            counted = true;
+            if incremental::worth_blocks(p, hashed.changed.len(), blocks) {
                 let found = changes
-                    .store(&mut tar, &mut chunk, checker, cancel, on_progress)
+                    .store(hashed, &mut tar, &mut chunk, checker(), cancel)
                     .map_err(archiving())?;
-                found.finish(&mut hashes)
+                by_blocks = Some(found.finish(&mut hashes));
             }
-            (Some(p), _) if p.size == len && incremental::unchanged(&file, len, &p.checksum) => {
-                on_progress(len);
+        }
+        let progress = |n: u64| {
+            if !counted {
+                on_progress(n)
+            }
+        };
+        let (checksum, how, checked) = match (by_blocks, parent) {
+            (Some(done), _) => done,
+            (None, Some(p))
+                if !counted && p.size == len && incremental::unchanged(&file, len, &p.checksum) =>
+            {
+                progress(len);
                 (p.checksum, How::Same, None)
             }
             _ => {
+                let checker = checker();
                 let mut pages = (checker.is_some() || blocks.is_some())
-                    .then(|| PageWork::new(src.block_size, checker, blocks.is_some()));
+                    .then(|| PageWork::new(src.block_size, checker, blocks.map(|_| src.seed)));
                 // A file whose blocks are hashed gets its checksum from
                 // them: one pass of hashing, not two.
                 let mut hasher = blocks.is_none().then(ContentHasher::new);
@@ -410,11 +437,13 @@ pub fn write_part<W: Write>(
                     cancel,
                 )
                 .map_err(archiving())?;
-                on_progress(len);
+                progress(len);
                 let (checker, vector) = pages.map_or((None, None), |p| (p.checker, p.hashes));
                 let checksum = match (hasher, &vector) {
                     (Some(hasher), _) => hasher.finish(),
-                    (None, Some(v)) => ContentChecksum::of_block_hashes(src.block_size, v),
+                    (None, Some(v)) => {
+                        ContentChecksum::of_block_hashes(src.block_size, src.seed, v)
+                    }
                     (None, None) => unreachable!("a file is hashed one way or the other"),
                 };
                 let hashes = vector.map(|v| (hashes.full(&v), v.len() as u64));
@@ -491,6 +520,7 @@ mod tests {
                 pool: &CompressPool::new(Compression::Lz4, 2).unwrap(),
                 verification: None,
                 block_size: 8192,
+                seed: 0,
                 base: None,
             },
             &plan,
@@ -545,13 +575,13 @@ mod tests {
         let mut data = vec![0u8; 4 * 8192];
         data[2 * 8192 + 100] = 1;
         let checker = PageChecker::new(Lsn(u64::MAX), 0);
-        let mut pages = PageWork::new(8192, Some(checker), true);
+        let mut pages = PageWork::new(8192, Some(checker), Some(7));
         for piece in data.chunks(5000) {
             pages.feed(piece);
         }
         assert_eq!(pages.next, 4);
         assert_eq!(pages.checker.unwrap().bad, vec![2]);
-        let hashes: Vec<u64> = data.chunks(8192).map(block_hash).collect();
+        let hashes: Vec<u64> = data.chunks(8192).map(|p| block_hash(p, 7)).collect();
         assert_eq!(pages.hashes.unwrap(), hashes);
     }
 
@@ -625,6 +655,7 @@ mod tests {
                 pool: &CompressPool::new(compression, 2).unwrap(),
                 verification: None,
                 block_size: 8192,
+                seed: 0,
                 base: None,
             },
             &plan,

@@ -232,6 +232,23 @@ async fn abort_unfinished(
 
 async fn inventory(repo: &Repository) -> Result<Inventory> {
     let set = repo.backups().await?;
+    // A manifest that could not be read (storage failing past its retries)
+    // is not known to be damaged: deciding without it could delete the
+    // parent of a backup that is fine.
+    if let Some(d) = set
+        .damaged
+        .iter()
+        .find(|d| d.problem.kind() != crate::error::ErrorKind::Corrupt)
+    {
+        return Err(Error::new(
+            d.problem.kind(),
+            format!(
+                "could not read the manifest of backup {}: {}; nothing was deleted",
+                d.name, d.problem
+            ),
+        )
+        .with_hint("run delete again once the repository answers"));
+    }
     for d in &set.damaged {
         tracing::warn!(
             "{}; it is kept, and counts for nothing in the rules",

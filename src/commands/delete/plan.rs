@@ -64,7 +64,7 @@ pub enum Reason {
     Before(String),
     /// An incremental whose chain's full backup is one of the N newest.
     OnRetainedFull(usize, String),
-    /// A kept incremental rests on it.
+    /// A kept backup rests on it (or may: a damaged or running one).
     Needed(String),
     /// An incremental whose parent is not among the complete backups.
     BrokenChain(String),
@@ -83,7 +83,7 @@ impl fmt::Display for Reason {
                 f,
                 "incremental on {full}, one of the {n} newest full backups"
             ),
-            Reason::Needed(child) => write!(f, "needed by {child}, which rests on it"),
+            Reason::Needed(by) => write!(f, "needed by {by}"),
             Reason::BrokenChain(parent) => write!(
                 f,
                 "incremental on {parent}, which is missing or damaged; kept for the operator to decide"
@@ -207,7 +207,8 @@ impl Plan {
 }
 
 pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
-    let decisions = decide(&inv.backups, &inv.permanent, rule)?;
+    let mut decisions = decide(&inv.backups, &inv.permanent, rule)?;
+    hold_for_others(inv, &mut decisions);
     let mut dirs = group_backup_dirs(inv);
     let mut backups = Vec::new();
     for (m, (keep, reason)) in inv.backups.iter().zip(decisions) {
@@ -325,6 +326,36 @@ pub fn plan(inv: &Inventory, rule: &Rule) -> Result<Plan> {
     })
 }
 
+/// Keeps what backups the rules cannot see may rest on: a running
+/// incremental rests on the newest complete backup of its binding (the
+/// newest of the cluster may be another binding's), and a backup whose
+/// manifest is damaged may rest on any older backup of its binding. What
+/// those rest on in turn is kept by the chain rule.
+fn hold_for_others(inv: &Inventory, decisions: &mut [(bool, Reason)]) {
+    let backups = &inv.backups;
+    for (binding, name) in &inv.running {
+        if let Some(i) = backups.iter().rposition(|b| &b.binding == binding)
+            && !decisions[i].0
+        {
+            decisions[i] = (
+                true,
+                Reason::Needed(format!("backup {name}, running now, which rests on it")),
+            );
+        }
+    }
+    for d in &inv.damaged {
+        for (i, b) in backups.iter().enumerate() {
+            if b.binding == d.binding && b.name < d.name && !decisions[i].0 {
+                decisions[i] = (
+                    true,
+                    Reason::Needed(format!("damaged backup {}, which may rest on it", d.name)),
+                );
+            }
+        }
+    }
+    keep_chains(backups, decisions);
+}
+
 /// Keep or delete, with the reason, for each backup (oldest first).
 pub fn decide(
     backups: &[Manifest],
@@ -390,39 +421,57 @@ pub fn decide(
             }
         })
         .collect();
-    // Newest first, so that a backup kept only because a kept child needs
-    // it passes the need on to its own parent.
-    for i in (0..count).rev() {
-        if !decisions[i].0 {
-            continue;
+    keep_chains(backups, &mut decisions);
+    Ok(decisions)
+}
+
+/// Keeps every backup a kept backup rests on, down to its full, until
+/// nothing changes: a parent may sort after its child when the clocks of
+/// the hosts that took them disagree.
+fn keep_chains(backups: &[Manifest], decisions: &mut [(bool, Reason)]) {
+    loop {
+        let mut changed = false;
+        for i in 0..backups.len() {
+            if !decisions[i].0 {
+                continue;
+            }
+            if let Some(p) = parent_index(backups, i)
+                && !decisions[p].0
+            {
+                let by = format!("{}, which rests on it", backups[i].name);
+                decisions[p] = (true, Reason::Needed(by));
+                changed = true;
+            }
         }
-        if let Some(p) = parent_index(backups, i)
-            && !decisions[p].0
-        {
-            decisions[p] = (true, Reason::Needed(backups[i].name.clone()));
+        if !changed {
+            return;
         }
     }
-    Ok(decisions)
 }
 
 /// The position of backup `i`'s parent among `backups`, if it has one there.
 fn parent_index(backups: &[Manifest], i: usize) -> Option<usize> {
     let parent = backups[i].parent.as_ref()?;
-    backups[..i]
+    backups
         .iter()
-        .rposition(|b| b.name == parent.name && b.binding == backups[i].binding)
+        .position(|b| b.name == parent.name && b.binding == backups[i].binding)
 }
 
 /// For each backup, the position of the backup its chain starts with:
 /// the full, or the first incremental whose parent is not among `backups`.
 fn chain_roots(backups: &[Manifest]) -> Vec<usize> {
-    let mut roots: Vec<usize> = (0..backups.len()).collect();
-    for i in 0..backups.len() {
-        if let Some(p) = parent_index(backups, i) {
-            roots[i] = roots[p];
-        }
-    }
-    roots
+    (0..backups.len())
+        .map(|mut i| {
+            // Bounded: a chain cannot hold every backup twice.
+            for _ in 0..=backups.len() {
+                match parent_index(backups, i) {
+                    Some(p) => i = p,
+                    None => break,
+                }
+            }
+            i
+        })
+        .collect()
 }
 
 /// `YYYYMMDDTHHMMSSZ`, the names backup-push gives.
@@ -690,6 +739,38 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_that_sorts_after_its_child_is_still_kept() {
+        // C was taken on a host whose clock was behind: it sorts before P,
+        // the backup it rests on.
+        let mut b = chains("FIIF");
+        let (p, c) = (b[1].name.clone(), b[2].name.clone());
+        b[2].parent.as_mut().unwrap().name = p.clone();
+        b[1].parent.as_mut().unwrap().name = b[0].name.clone();
+        b.swap(1, 2);
+        assert_eq!(b[1].name, c);
+        let permanent = BTreeSet::from([("15-1".to_string(), c.clone())]);
+        let d = decide(&b, &permanent, &Rule::Retain(1)).unwrap();
+        let codes: Vec<&str> = d.iter().map(|r| r.1.code()).collect();
+        assert_eq!(codes, ["needed", "permanent", "needed", "newest"]);
+    }
+
+    #[test]
+    fn a_damaged_or_running_backup_holds_what_it_may_rest_on() {
+        let mut inv = inventory();
+        inv.damaged.push(Damaged {
+            binding: "15-1".into(),
+            name: "20261125T125000Z".into(),
+            problem: "damaged".into(),
+        });
+        let p = plan(&inv, &Rule::Retain(1)).unwrap();
+        assert!(
+            p.backups.iter().all(|b| b.keep),
+            "every older backup of the binding stays"
+        );
+        assert!(p.backups[0].reason.to_string().contains("20261125T125000Z"));
+    }
+
+    #[test]
     fn an_incremental_whose_parent_is_gone_is_kept_and_counts_for_nothing() {
         let mut b = chains("FIFI");
         b.remove(0);
@@ -771,13 +852,15 @@ mod tests {
             name: name.into(),
             problem: "manifest fails its checksum".into(),
         };
-        // Newer than the oldest kept backup: it needs no WAL the kept ones do not keep.
+        // Newer than the others: it may be an incremental resting on any
+        // of them, so every older backup of its binding stays.
         let mut inv = inventory();
         inv.damaged.push(damaged("20261125T140000Z"));
         let p = plan(&inv, &Rule::Retain(2)).unwrap();
-        assert_eq!(kept(&p), ["20261125T120000Z", "20261125T130000Z"]);
+        assert_eq!(kept(&p).len(), 4);
+        assert_eq!(p.backups[0].reason.code(), "needed");
         assert_eq!(p.damaged.len(), 1);
-        assert_eq!(p.wal[0].delete.len(), 6);
+        assert_eq!(p.wal[0].delete.len(), 1);
         assert!(p.wal[0].held_by_damaged.is_none());
         assert!(
             p.debris.iter().all(|d| d.name != "20261125T140000Z"),

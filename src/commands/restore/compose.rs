@@ -31,6 +31,20 @@ pub struct Target<'a> {
 /// Writes `chain`'s last backup's files (`chain` oldest first).
 pub async fn write_files(repo: &Repository, chain: &[Manifest], to: &Target<'_>) -> Result<()> {
     let m = chain.last().expect("a chain holds the backup restored");
+    // Every layer must come from the chain, or its file would be neither
+    // written nor checked.
+    for f in &m.files {
+        for layer in f.layers_in(&m.name) {
+            let member = chain.iter().find(|c| c.name == layer.backup);
+            if member.is_none_or(|c| layer.part >= c.parts.len()) {
+                return Err(Error::corrupt(format!(
+                    "backup {} says {} is in part {} of backup {}, which its chain does not hold",
+                    m.name, f.path, layer.part, layer.backup
+                ))
+                .with_hint("the manifest is damaged; restore another backup"));
+            }
+        }
+    }
     let total: u64 = m
         .files
         .iter()
