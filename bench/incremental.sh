@@ -94,77 +94,7 @@ mkdir -p "$base"
 chmod 755 "$base"
 install -m 755 "${CARGO_TARGET_DIR:-$root/target}/release/pgproof" "$base/pgproof"
 
-as_pg_argv=()
-[ "$(id -u)" = 0 ] && as_pg_argv=(runuser -u postgres --)
-
-# timed ROUND TOOL OP CMD...: runs CMD as the postgres user and appends
-# "round tool op ms elapsed_s user_s sys_s maxrss_kib" to $work/runs.
-# ms is the wall time from just before the command until it returned (and,
-# with TIMED_SYNC=1, until the sync after it returned); elapsed, user and
-# sys are /usr/bin/time's for the command alone, and they include every
-# child the command waited for (pgBackRest's helper processes). Peak RSS
-# (%M) is the largest single process, not a sum: for pgBackRest, which
-# runs one process per job plus the main one, it understates its total.
-timed() {
-  local round=$1 tool=$2 op=$3; shift 3
-  local name="$round-$tool-$op"
-  # Each step starts with no dirty data of the previous one still being
-  # written back, so neither tool pays for the other's writes.
-  sync
-  local t0; t0=$(now_ms)
-  if ! /usr/bin/time -o "$work/$name.time" -f '%e %U %S %M' "${as_pg_argv[@]}" "$@" >"$work/$name.out" 2>&1; then
-    echo "$name failed:" >&2
-    cat "$work/$name.out" "$work/$name.time" >&2
-    exit 1
-  fi
-  # A restore counts until its files are on disk: pgBackRest syncs each
-  # file as it goes, so without this the figure would only say how much
-  # writeback the kernel happened to leave for later.
-  if [ "${TIMED_SYNC:-}" = 1 ]; then sync; fi
-  local ms=$(($(now_ms) - t0))
-  echo "$round $tool $op $ms $(tail -n 1 "$work/$name.time")" >>"$work/runs"
-  local e u s m
-  read -r e u s m <"$work/$name.time"
-  printf '  round %s %-7s %-12s %7d ms  CPU %s%%  peak RSS %s MiB\n' "$round" "$tool" "$op" "$ms" \
-    "$(python3 -c "import sys; e,c=float(sys.argv[1]),float(sys.argv[2])+float(sys.argv[3]); print(f'{100*c/e:.0f}' if e else '-')" "$e" "$u" "$s")" \
-    "$((m >> 10))" >&2
-}
-
-server_log_tail() { echo "--- last lines of $work/server.log:" >&2; tail -n 30 "$work/server.log" >&2; }
-
-# archiver_caught_up: CHECKPOINT, switch WAL, and wait until the archiver has
-# stored the segment switched from and no file is left .ready. Fails on any
-# failed archive_command: in this benchmark both tools must always succeed,
-# and the archiver's retry pauses would distort the next backup.
-archiver_caught_up() {
-  psql_c "CHECKPOINT" >/dev/null
-  local target t0 row reached failed last_failed ready backlog
-  target=$(psql_c "SELECT pg_walfile_name(pg_switch_wal())")
-  t0=$(now_ms)
-  backlog=$(psql_c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
-  while :; do
-    # String order is WAL order for segment names (and a .backup history
-    # file sorts after its segment); COLLATE "C" so no locale reorders them.
-    row=$(psql_c "SELECT coalesce(last_archived_wal >= '$target' COLLATE \"C\", false), failed_count,
-                         coalesce(last_failed_wal, ''),
-                         (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
-                  FROM pg_stat_archiver")
-    IFS="|" read -r reached failed last_failed ready <<<"$row"
-    if [ "$failed" != 0 ]; then
-      echo "archiving failed ($failed times, last $last_failed): see archive_command's output below" >&2
-      server_log_tail
-      exit 1
-    fi
-    [ "$reached" = t ] && [ "$ready" = 0 ] && break
-    if [ $(($(now_ms) - t0)) -gt $((ARCHIVE_WAIT_S * 1000)) ]; then
-      echo "the archiver did not reach $target within ${ARCHIVE_WAIT_S}s ($ready files still .ready)" >&2
-      server_log_tail
-      exit 1
-    fi
-    sleep 0.1
-  done
-  echo "  archiver caught up to $target in $(($(now_ms) - t0)) ms ($backlog .ready after the switch)" >&2
-}
+TIMED_OP_WIDTH=12
 
 # archive_first TOOL: archive_command pushes each segment with TOOL first.
 # A backup waits until its stop segment is in its own archive; with the

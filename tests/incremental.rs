@@ -205,6 +205,28 @@ fn restore_and_start(
     restored
 }
 
+/// `prove --backup backup` with the server binaries of `major`, in a
+/// scratch directory of its own, with `extra` arguments.
+fn prove(scratch: &Scratch, repo: &TestRepo, major: u32, backup: &str, extra: &[&str]) -> Output {
+    let bindir = pg_bin(major).display().to_string();
+    let prove_scratch = scratch.dir("prove-scratch").display().to_string();
+    let mut args = vec![
+        "--repo",
+        repo.url.as_str(),
+        "--cluster",
+        "main",
+        "--pg-bindir",
+        &bindir,
+        "prove",
+        "--scratch",
+        &prove_scratch,
+        "--backup",
+        backup,
+    ];
+    args.extend_from_slice(extra);
+    pgproof(&args, &repo.env, None)
+}
+
 /// What a failed restore left cannot pass for a data directory: no
 /// pg_control, and anything written is marked as an unfinished restore.
 #[track_caller]
@@ -547,25 +569,7 @@ fn a_damaged_or_missing_parent_is_named() {
     }
 
     // prove: not proven, the restore failing on the parent's part.
-    let bindir = pg_bin(major).display().to_string();
-    let prove_scratch = scratch.dir("prove-scratch").display().to_string();
-    let out = pgproof(
-        &[
-            "--repo",
-            &repo.url,
-            "--cluster",
-            "main",
-            "--pg-bindir",
-            &bindir,
-            "prove",
-            "--scratch",
-            &prove_scratch,
-            "--backup",
-            &incremental,
-        ],
-        &repo.env,
-        None,
-    );
+    let out = prove(&scratch, &repo, major, &incremental, &[]);
     assert_exit(&out, 12);
     let err = stderr(&out);
     assert!(
@@ -766,28 +770,17 @@ fn a_chain_of_seven_survives_delete() {
     let expected = cluster.query_one(
         "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t::text)) FROM t",
     );
-    let bindir = pg_bin(major).display().to_string();
-    let prove_scratch = scratch.dir("prove-scratch").display().to_string();
-    let out = pgproof(
+    let out = prove(
+        &scratch,
+        &repo,
+        major,
+        &b1,
         &[
-            "--repo",
-            &repo.url,
-            "--cluster",
-            "main",
-            "--pg-bindir",
-            &bindir,
-            "prove",
-            "--scratch",
-            &prove_scratch,
-            "--backup",
-            &b1,
             "--sql",
             "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t::text)) FROM t",
             "--expect",
             &expected,
         ],
-        &repo.env,
-        None,
     );
     assert_exit(&out, 0);
     assert!(

@@ -234,11 +234,42 @@ pub fn block_hash(block: &[u8], seed: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(block, seed)
 }
 
+/// Whole blocks out of data however it arrives: a block split between two
+/// pieces is put together, whole blocks are handed over where they lie.
+#[derive(Debug, Default)]
+pub struct Blocks {
+    pending: Vec<u8>,
+}
+
+impl Blocks {
+    /// Hands each whole block of `data` (after what earlier calls left) to `f`.
+    pub fn feed(&mut self, block_size: usize, mut data: &[u8], mut f: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            let take = (block_size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < block_size {
+                return;
+            }
+            f(&self.pending);
+            self.pending.clear();
+        }
+        let whole = data.len() / block_size * block_size;
+        data[..whole].chunks_exact(block_size).for_each(&mut f);
+        self.pending.extend_from_slice(&data[whole..]);
+    }
+
+    /// What is left: a last block shorter than the others, or nothing.
+    pub fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
 /// Streaming `ContentChecksum::Blocks`: blocks however the data arrives.
 pub struct BlockTree {
     block_size: usize,
     seed: u64,
-    pending: Vec<u8>,
+    pending: Blocks,
     hashes: Vec<u64>,
     tree: xxhash_rust::xxh3::Xxh3,
 }
@@ -259,27 +290,15 @@ impl BlockTree {
         self.tree.update(&bytes);
     }
 
-    fn update(&mut self, mut data: &[u8]) {
-        if !self.pending.is_empty() {
-            let take = (self.block_size - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() < self.block_size {
-                return;
-            }
-            let block = std::mem::take(&mut self.pending);
-            self.block(&block);
-        }
-        let whole = data.len() / self.block_size * self.block_size;
-        for block in data[..whole].chunks_exact(self.block_size) {
-            self.block(block);
-        }
-        self.pending.extend_from_slice(&data[whole..]);
+    fn update(&mut self, data: &[u8]) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.feed(self.block_size, data, |block| self.block(block));
+        self.pending = pending;
     }
 
     fn finish(mut self) -> ContentChecksum {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
+        let last = self.pending.rest();
+        if !last.is_empty() {
             self.block(&last);
         }
         self.flush();
@@ -307,7 +326,7 @@ impl ContentHasher {
             } => ContentHasher::Blocks(Box::new(BlockTree {
                 block_size: (*block_size).max(1) as usize,
                 seed: *seed,
-                pending: Vec::new(),
+                pending: Blocks::default(),
                 hashes: Vec::with_capacity(1024),
                 tree: xxhash_rust::xxh3::Xxh3::new(),
             })),

@@ -7,6 +7,7 @@ use super::incremental::{self, Base};
 use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
 use super::walk::SourceFile;
+use crate::codec::checksum::Blocks;
 use crate::codec::frames::{CompressPool, FrameWriter};
 use crate::codec::{Checksum, ContentChecksum, ContentHasher, Hasher};
 use crate::error::{Error, ErrorKind, Result};
@@ -202,7 +203,7 @@ impl PageChecker {
 /// files an incremental may compare).
 pub struct PageWork {
     block_size: usize,
-    pending: Vec<u8>,
+    pending: Blocks,
     next: u64,
     checker: Option<PageChecker>,
     hashes: Option<Vec<u64>>,
@@ -214,7 +215,7 @@ impl PageWork {
     pub fn new(block_size: u32, checker: Option<PageChecker>, seed: Option<u64>) -> PageWork {
         PageWork {
             block_size: block_size as usize,
-            pending: Vec::new(),
+            pending: Blocks::default(),
             next: 0,
             checker,
             hashes: seed.map(|_| Vec::new()),
@@ -222,24 +223,10 @@ impl PageWork {
         }
     }
 
-    fn feed(&mut self, mut data: &[u8]) {
-        if !self.pending.is_empty() {
-            let take = (self.block_size - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() < self.block_size {
-                return;
-            }
-            let page = std::mem::take(&mut self.pending);
-            self.page(&page);
-            self.pending = page;
-            self.pending.clear();
-        }
-        let whole = data.len() / self.block_size * self.block_size;
-        for page in data[..whole].chunks_exact(self.block_size) {
-            self.page(page);
-        }
-        self.pending.extend_from_slice(&data[whole..]);
+    fn feed(&mut self, data: &[u8]) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.feed(self.block_size, data, |page| self.page(page));
+        self.pending = pending;
     }
 
     fn page(&mut self, page: &[u8]) {
