@@ -238,7 +238,7 @@ async fn inventory(repo: &Repository) -> Result<Inventory> {
     if let Some(d) = set
         .damaged
         .iter()
-        .find(|d| d.problem.kind() != crate::error::ErrorKind::Corrupt)
+        .find(|d| d.problem.kind() == crate::error::ErrorKind::Storage)
     {
         return Err(Error::new(
             d.problem.kind(),
