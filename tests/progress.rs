@@ -136,7 +136,7 @@ fn backup_progress_on_a_terminal_is_a_bar() {
         "the screen shows a finished bar:\n{screen}"
     );
     assert!(
-        screen.contains("pgproof backup-push: cluster main") && screen.contains("complete:"),
+        screen.contains("pgproof backup-push: cluster main") && screen.contains("complete (full):"),
         "log lines still show above the bar:\n{screen}"
     );
 }
