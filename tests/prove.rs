@@ -284,7 +284,7 @@ fn a_corrupt_part_fails_the_proof() {
 
     let part = files_under(s.repo.dir.as_ref().unwrap())
         .into_iter()
-        .find(|p| file_name(p).starts_with("part-00001"))
+        .find(|p| file_name(p).starts_with("part-00001.tar"))
         .expect("a part");
     let mut bytes = std::fs::read(&part).unwrap();
     let at = bytes.len() / 2;
