@@ -312,7 +312,7 @@ fn verify_names_the_damaged_part_and_the_wal_gap_17() {
         .join("main/backups")
         .join(site.binding())
         .join(&site.backups[1]);
-    let part = find_file(&backup_dir, |n| n.starts_with("part"));
+    let part = find_file(&backup_dir, |n| n.starts_with("part") && n.contains(".tar"));
     let original = corrupt(&part);
     let out = site.run(&["verify"]);
     assert_exit(&out, 6);
@@ -330,7 +330,7 @@ fn verify_names_the_damaged_part_and_the_wal_gap_17() {
             .join("main/backups")
             .join(site.binding())
             .join(&site.backups[0]),
-        |n| n.starts_with("part"),
+        |n| n.starts_with("part") && n.contains(".tar"),
     );
     std::fs::rename(&part, site.scratch.path.join("aside")).unwrap();
     let out = site.run(&["verify"]);
