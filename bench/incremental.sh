@@ -394,34 +394,7 @@ run_pattern() { # run_pattern PATTERN
   mkdir -p "$work"
   : >"$work/runs"
   : >"$work/stored"
-  new_cluster "$work"
-  mkdir -p "$work/pgbackrest/repo" "$work/pgbackrest/log" "$work/pgbackrest/lock" "$work/pgproof-repo"
-  cat >"$work/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbackrest/repo
-log-path=$work/pgbackrest/log
-lock-path=$work/pgbackrest/lock
-compress-type=zst
-compress-level=$LEVEL
-process-max=$JOBS
-start-fast=y
-log-level-console=warn
-log-level-file=off
-
-[bench]
-pg1-path=$PGDATA_DIR
-pg1-socket-path=$PG_SOCK
-pg1-port=$PG_PORT
-CONF
-  cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-archive_mode = on
-archive_command = 'pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p && $base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:$LEVEL -q wal-push %p'
-CONF
-  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$work"
-  pg_start
-  # Before any segment is archived: without the stanza pgBackRest's
-  # archive-push fails and the archiver backs off.
-  as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+  two_tool_cluster
   echo "$pattern: loading pgbench scale $SCALE" >&2
   as_pg "$PG_BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1
   local db_size expected

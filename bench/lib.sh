@@ -115,3 +115,37 @@ archiver_caught_up() {
   echo "  archiver caught up to $target in $(($(now_ms) - t0)) ms ($backlog .ready after the switch)" >&2
 }
 
+# two_tool_cluster: a new cluster in $work archiving every segment through
+# pgBackRest (stanza "bench", zstd level $LEVEL, $JOBS processes) and then
+# pgproof (cluster "bench"), both into repositories under $work; started,
+# the stanza created.
+two_tool_cluster() {
+  new_cluster "$work"
+  mkdir -p "$work/pgbackrest/repo" "$work/pgbackrest/log" "$work/pgbackrest/lock" "$work/pgproof-repo"
+  cat >"$work/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbackrest/repo
+log-path=$work/pgbackrest/log
+lock-path=$work/pgbackrest/lock
+compress-type=zst
+compress-level=$LEVEL
+process-max=$JOBS
+start-fast=y
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=$PGDATA_DIR
+pg1-socket-path=$PG_SOCK
+pg1-port=$PG_PORT
+CONF
+  cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+archive_mode = on
+archive_command = 'pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p && $base/pgproof --repo file://$work/pgproof-repo --cluster bench --compression zstd:$LEVEL -q wal-push %p'
+CONF
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$work"
+  pg_start
+  # Before any segment is archived: without the stanza pgBackRest's
+  # archive-push fails and the archiver backs off.
+  as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+}
