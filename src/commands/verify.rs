@@ -307,7 +307,7 @@ async fn verify_parts(repo: &Repository, backups: &[Manifest], tally: &mut Tally
 
 /// The newest layer each file of a backup has in that backup itself, by
 /// tablespace and path.
-type HeldLayers<'a> = HashMap<(Option<u32>, &'a [u8]), Layer>;
+type HeldLayers = HashMap<(Option<u32>, Vec<u8>), Layer>;
 
 /// Checks that every incremental's chain is there and that each layer it
 /// names in an older backup is one that backup holds; returns the members
@@ -318,34 +318,35 @@ async fn verify_chains(
     tally: &mut Tally,
 ) -> Vec<Manifest> {
     let mut extra: Vec<Manifest> = Vec::new();
+    // Each member's own layers, built once however many chains share it.
+    let mut held: HashMap<(String, String), HeldLayers> = HashMap::new();
     for m in backups.iter().filter(|m| m.parent.is_some()) {
-        let chain = match repo.chain(m).await {
+        let chain = match repo.chain_among(m, backups).await {
             Ok(chain) => chain,
             Err(e) => {
                 tally.problem(e.to_string());
                 continue;
             }
         };
-        let held: HashMap<&str, HeldLayers> = chain
-            .iter()
-            .map(|member| {
-                let own = member
+        for member in &chain {
+            let key = (member.binding.clone(), member.name.clone());
+            held.entry(key).or_insert_with(|| {
+                member
                     .files
                     .iter()
                     .map(|f| {
                         let newest = f.layers_in(&member.name).swap_remove(0);
-                        ((f.tablespace, f.path.as_bytes()), newest)
+                        ((f.tablespace, f.path.as_bytes().to_vec()), newest)
                     })
                     .filter(|(_, l)| l.backup == member.name)
-                    .collect();
-                (member.name.as_str(), own)
-            })
-            .collect();
+                    .collect()
+            });
+        }
         for f in &m.files {
             for layer in f.layers.iter().filter(|l| l.backup != m.name) {
                 let found = held
-                    .get(layer.backup.as_str())
-                    .and_then(|own| own.get(&(f.tablespace, f.path.as_bytes())));
+                    .get(&(m.binding.clone(), layer.backup.clone()))
+                    .and_then(|own| own.get(&(f.tablespace, f.path.as_bytes().to_vec())));
                 if found != Some(layer) {
                     tally.problem(format!(
                         "backup {}: {} is said to be in part {} of backup {}, which does not hold it so",

@@ -14,6 +14,13 @@ pub const MAX_CHAIN: usize = 64;
 impl Repository {
     /// `m`'s chain, oldest (the full) first, ending with `m`.
     pub async fn chain(&self, m: &Manifest) -> Result<Vec<Manifest>> {
+        self.chain_among(m, &[]).await
+    }
+
+    /// Like `chain`, taking the parents found among `known` (manifests read
+    /// from this repository, each with its document checksum) instead of
+    /// reading them again: verify reads every manifest once.
+    pub async fn chain_among(&self, m: &Manifest, known: &[Manifest]) -> Result<Vec<Manifest>> {
         let mut chain = vec![m.clone()];
         while let Some(parent) = chain.last().expect("never empty").parent.clone() {
             let child = chain.last().expect("never empty");
@@ -28,7 +35,14 @@ impl Repository {
                     m.name
                 ))
             };
-            let found = match self.read_manifest(&child.binding, &parent.name).await {
+            let already = known.iter().find(|k| {
+                k.name == parent.name && k.binding == child.binding && k.document_checksum.is_some()
+            });
+            let read = match already {
+                Some(k) => Ok(k.clone()),
+                None => self.read_manifest(&child.binding, &parent.name).await,
+            };
+            let found = match read {
                 Ok(found) => found,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Err(broken("is missing".into()));
