@@ -4,6 +4,9 @@
 # `pgproof backup-push` takes a base backup, someone drops a table by
 # mistake, and `pgproof restore --target-time` brings back the moment before
 # it, replaying the archive through `pgproof wal-fetch`: the table is back.
+# Last, `pgproof prove` restores the backup once more into a scratch
+# directory, starts PostgreSQL on it, runs its checks and records the proof,
+# which `pgproof status` then shows: an untested backup is not a backup.
 #
 # Runs on Debian with Rust; installs PostgreSQL 15 if it is missing. Uses
 # /tmp/pgproof-demo, ports picked at random, and removes nothing else.
@@ -86,5 +89,13 @@ say "the table is back"
 sql "$restored_port" "SELECT count(*) AS rows, sum(balance) AS total FROM accounts" | sed 's/^/  rows|total: /'
 
 as_pg "$PG_BIN/pg_ctl" -D "$work/restored" -m fast -w stop >/dev/null
+
+say "prove the backup: $pgproof prove --scratch $work"
+as_pg env PGUSER=postgres $pgproof prove --scratch "$work" \
+  --sql "SELECT count(*) FROM pg_database" --expect 3
+
+say "status now shows the proof: $pgproof status"
+$pgproof status || true
+
 as_pg "$PG_BIN/pg_ctl" -D "$work/source" -m fast -w stop >/dev/null
 say "done: the repository is $work/repo/demo; both clusters are stopped"

@@ -12,6 +12,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod reference;
+
 /// PostgreSQL continuous archiving and point-in-time recovery, bound to the
 /// cluster it came from.
 #[derive(Debug, Parser)]
@@ -118,6 +120,10 @@ pub enum Command {
         name: String,
         /// Where to write it, relative to the data directory (%p)
         dest: PathBuf,
+        /// Fetch timeline history files only; every segment is "not archived"
+        /// (what a restore of an offline backup at its shutdown point sets)
+        #[arg(long, hide = true)]
+        history_only: bool,
     },
     /// Take a base backup of a running cluster
     BackupPush {
@@ -142,6 +148,11 @@ pub enum Command {
         /// Store every file, whatever the backup type setting says
         #[arg(long)]
         full: bool,
+        /// The cluster is shut down cleanly: copy it without a server, consistent
+        /// at pg_control's checkpoint (refused when a server runs or the
+        /// shutdown was not clean)
+        #[arg(long)]
+        offline: bool,
         /// The type when neither --full nor --incremental is given: full or
         /// incremental [default: the configuration file's backup_type, else full]
         #[arg(long, env = "PGPROOF_BACKUP_TYPE", value_name = "TYPE")]
@@ -342,6 +353,22 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    ///
+    /// For example: pgproof completions bash > /etc/bash_completion.d/pgproof
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page pgproof(1), or write every page into a directory
+    ///
+    /// With --dir: pgproof.1 and one pgproof-COMMAND.1 per command, e.g.
+    /// pgproof man --dir /usr/local/share/man/man1
+    Man {
+        /// Write pgproof.1 and pgproof-COMMAND.1 here instead of printing pgproof(1)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Download the segments after NAME into the prefetch spool (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch { name: String },
@@ -364,6 +391,8 @@ impl Command {
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
             Command::Prove { .. } => "prove",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
         }
     }
 }
@@ -425,6 +454,11 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
     let label = cli.command.label();
     let over = overrides(&cli, matches);
     match &cli.command {
+        Command::Completions { shell } => reference::completions(*shell),
+        Command::Man { dir } => match reference::man(dir.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => fail(label, &e, e.kind().exit_code()),
+        },
         Command::WalPush { path } => {
             let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
                 Ok(s) => s,
@@ -436,7 +470,11 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }
         }
-        Command::WalFetch { name, dest } => {
+        Command::WalFetch {
+            name,
+            dest,
+            history_only,
+        } => {
             let settings = match Settings::resolve(&over, None, PgdataFallback::WorkingDirectory) {
                 Ok(s) => s,
                 // Without settings we cannot know whether this is a standby:
@@ -446,6 +484,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             let opts = wal_fetch::WalFetchOptions {
                 name: name.clone(),
                 dest: dest.clone(),
+                history_only: *history_only,
             };
             match wal_fetch::run(&settings, &opts).await {
                 Ok(fetched) => fetched.into(),
@@ -460,6 +499,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             permanent,
             incremental,
             full,
+            offline,
             backup_type,
             full_every,
         } => {
@@ -470,6 +510,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     jobs: *jobs,
                     archive_timeout: crate::settings::parse_duration(archive_timeout)?,
                     permanent: *permanent,
+                    offline: *offline,
                     kind: backup_push::KindChoice::resolve(
                         *full,
                         *incremental,

@@ -375,16 +375,16 @@ async fn verify_wal(
     tally: &mut Tally,
 ) -> Result<()> {
     let segment_size = u64::from(binding.wal_segment_size);
-    let starts: Vec<(&str, Option<Segment>)> = backups
+    let starts: Vec<(&str, Option<Segment>, bool)> = backups
         .iter()
         .map(|m| {
             let seg = WalFileName::parse(&m.start_wal)
                 .ok()
                 .and_then(|n| n.segment());
-            (m.name.as_str(), seg)
+            (m.name.as_str(), seg, m.offline)
         })
         .collect();
-    for (name, seg) in &starts {
+    for (name, seg, _) in &starts {
         if seg.is_none() {
             tally.problem(format!(
                 "backup {name}: its manifest's start WAL is not a segment name"
@@ -393,7 +393,7 @@ async fn verify_wal(
     }
     let first_needed = starts
         .iter()
-        .filter_map(|(_, s)| s.map(|s| s.number(segment_size)))
+        .filter_map(|(_, s, _)| s.map(|s| s.number(segment_size)))
         .min();
     let needed = |name: WalFileName| match (only_needed, name.segment(), first_needed) {
         (true, Some(seg), Some(first)) => seg.number(segment_size) >= first,
@@ -455,9 +455,9 @@ async fn verify_wal(
 
     let archived: Vec<WalFileName> = by_name.keys().copied().collect();
     let mut gaps: BTreeMap<(u32, Segment), (Gap, Vec<&str>)> = BTreeMap::new();
-    for (name, start) in starts {
+    for (name, start, offline) in starts {
         let Some(start) = start else { continue };
-        for gap in continuity::gaps(start, &archived, &histories, segment_size) {
+        for gap in continuity::gaps_from(start, offline, &archived, &histories, segment_size) {
             gaps.entry((gap.timeline, gap.first_missing))
                 .or_insert((gap, Vec::new()))
                 .1

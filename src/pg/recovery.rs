@@ -163,9 +163,16 @@ pub fn shell_quote(s: &str) -> String {
 /// `restore_command` calling `exe`'s wal-fetch with the given global
 /// arguments (`--repo URL`, ...), each a shell word.
 pub fn wal_fetch_command(exe: &str, global_args: &[&str]) -> String {
+    wal_fetch_command_with(exe, global_args, &[])
+}
+
+/// `wal_fetch_command` with wal-fetch's own flags (`--history-only`).
+pub fn wal_fetch_command_with(exe: &str, global_args: &[&str], fetch_flags: &[&str]) -> String {
     let mut words = vec![shell_quote(exe)];
     words.extend(global_args.iter().map(|a| shell_quote(a)));
-    words.push("wal-fetch %f %p".into());
+    words.push("wal-fetch".into());
+    words.extend(fetch_flags.iter().map(|a| shell_quote(a)));
+    words.push("%f %p".into());
     words.join(" ")
 }
 

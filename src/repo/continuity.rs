@@ -119,6 +119,33 @@ pub fn path(
 /// switches from the history files (timeline -> its parsed history, as
 /// `pg::history::parse_timeline_history` gives). The start segment itself
 /// is always needed. Only full segments count as present.
+/// `gaps`, for a backup that may carry its start segment itself (an
+/// offline backup holds the WAL of its shutdown checkpoint in pg_wal): it
+/// needs archived WAL only to replay past its start, so its start segment
+/// is missing only once the archive holds a later segment.
+pub fn gaps_from(
+    start: Segment,
+    carries_start: bool,
+    archived: &[WalFileName],
+    histories: &BTreeMap<u32, Vec<TimelineSwitch>>,
+    segment_size: u64,
+) -> Vec<Gap> {
+    let found = gaps(start, archived, histories, segment_size);
+    if !carries_start {
+        return found;
+    }
+    let later_archived = archived.iter().any(|n| match n {
+        WalFileName::Segment(s) => {
+            s.timeline >= start.timeline && s.number(segment_size) > start.number(segment_size)
+        }
+        _ => false,
+    });
+    found
+        .into_iter()
+        .filter(|g| later_archived || g.first_missing != start || g.last_missing != start)
+        .collect()
+}
+
 pub fn gaps(
     start: Segment,
     archived: &[WalFileName],
@@ -194,6 +221,29 @@ mod tests {
         list.iter()
             .map(|(t, text)| (*t, parse_timeline_history(text).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn a_backup_carrying_its_start_needs_it_archived_only_to_go_past_it() {
+        let start = seg("000000010000000000000005");
+        let none: Vec<WalFileName> = Vec::new();
+        assert_eq!(gaps(start, &none, &BTreeMap::new(), MIB16).len(), 1);
+        assert!(gaps_from(start, true, &none, &BTreeMap::new(), MIB16).is_empty());
+        assert_eq!(
+            gaps_from(start, false, &none, &BTreeMap::new(), MIB16).len(),
+            1
+        );
+        // Older WAL does not make the start needed; a later segment does.
+        let older = names(&["000000010000000000000003", "000000010000000000000004"]);
+        assert!(gaps_from(start, true, &older, &BTreeMap::new(), MIB16).is_empty());
+        let later = names(&["000000010000000000000006"]);
+        let found = gaps_from(start, true, &later, &BTreeMap::new(), MIB16);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].first_missing, start);
+        let whole = names(&["000000010000000000000005", "000000010000000000000007"]);
+        let found = gaps_from(start, true, &whole, &BTreeMap::new(), MIB16);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].first_missing, seg("000000010000000000000006"));
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub struct Manifest {
     /// Owner of the data directory, restored when pgproof runs as root.
     pub owner_uid: u32,
     pub owner_gid: u32,
+    /// Empty for an offline backup.
     pub backup_label: String,
     pub tablespace_map: String,
+    /// Taken of a cleanly shut down cluster: consistent at pg_control's
+    /// checkpoint with the WAL it carries in pg_wal, no backup_label, no
+    /// archived WAL needed (format 6; older manifests are online).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
     pub tablespaces: Vec<Tablespace>,
     /// Bytes read from the cluster, and bytes stored.
     pub size: u64,

@@ -230,7 +230,14 @@ impl<'a> WalArchive<'a> {
     /// newest timeline descending from start's timeline: the same answer as
     /// `continuity::gaps` over the whole archive, from the directories on
     /// the path and the history files of the timelines considered.
-    pub async fn since(&mut self, start: Segment, segment_size: u64) -> Result<Since> {
+    /// `carries_start` for an offline backup, which holds its start segment
+    /// itself (`continuity::gaps_from`).
+    pub async fn since(
+        &mut self,
+        start: Segment,
+        carries_start: bool,
+        segment_size: u64,
+    ) -> Result<Since> {
         let candidates: BTreeSet<u32> = self
             .dirs
             .iter()
@@ -267,7 +274,8 @@ impl<'a> WalArchive<'a> {
             }
         }
         let names = self.listed_names();
-        let gaps = continuity::gaps(start, &names, &self.histories, segment_size);
+        let gaps =
+            continuity::gaps_from(start, carries_start, &names, &self.histories, segment_size);
         let on = self
             .listed
             .values()
@@ -493,7 +501,7 @@ mod tests {
                 for tli in 1..=3 {
                     let start = Segment::from_number(tli, start, SEG);
                     let mut fresh = WalArchive::open(&repo, "b").await.unwrap();
-                    let since = fresh.since(start, SEG).await.unwrap();
+                    let since = fresh.since(start, false, SEG).await.unwrap();
                     let expected = continuity::gaps(start, &names, &histories, SEG);
                     assert_eq!(since.gaps, expected, "round {round}, start {start}");
                     let target = continuity::newest_timeline(start, &names, &histories, SEG);

@@ -1,4 +1,5 @@
-//! `pgproof backup-push [PGDATA]`: a base backup of a running cluster.
+//! `pgproof backup-push [PGDATA]`: a base backup of a running cluster, or
+//! with `--offline` of a cleanly shut down one (see `offline`).
 //!
 //! Phases: find the cluster and prove the server reached is it; take the
 //! cluster's backup lock; claim the backup's name; start the backup on one
@@ -10,6 +11,7 @@
 
 mod incremental;
 mod kind;
+mod offline;
 mod parallel;
 mod parts;
 mod tar_entry;
@@ -48,6 +50,9 @@ pub struct BackupPushOptions {
     /// Exempt the backup from retention (`delete`).
     pub permanent: bool,
     pub kind: KindChoice,
+    /// The cluster is shut down: no server is asked, pg_control is the
+    /// consistency point.
+    pub offline: bool,
 }
 
 pub use kind::KindChoice;
@@ -56,15 +61,28 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
     let started = Instant::now();
     let local = LocalCluster::open(settings).map_err(|e| e.context("backup-push"))?;
     let repo = open_repository(settings)?;
-    let server = local.connect_verified(settings).await?;
-    announce(settings, &local, &server, &repo);
-    if server.identity.in_recovery {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            "the server is a standby; pgproof backs up primaries for now",
-        )
-        .with_hint("run backup-push against the primary"));
-    }
+    let server = if opts.offline {
+        offline::stopped_cluster(&local.pgdata).map_err(|e| e.context("backup-push --offline"))?;
+        announce_offline(settings, &local, &repo);
+        None
+    } else {
+        let server = local.connect_verified(settings).await.map_err(|e| {
+            if e.kind() == ErrorKind::Postgres && !local.pgdata.join("postmaster.pid").exists() {
+                e.with_hint("start the cluster, or for a cleanly shut down cluster take an offline backup: backup-push --offline")
+            } else {
+                e
+            }
+        })?;
+        announce(settings, &local, &server, &repo);
+        if server.identity.in_recovery {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                "the server is a standby; pgproof backs up primaries for now",
+            )
+            .with_hint("run backup-push against the primary"));
+        }
+        Some(server)
+    };
     let binding = bind_or_refuse(&repo, &local, "first base backup").await?;
     let lock = locks::take_backup_lock(&repo, "backup-push").await?;
     let backup = Backup {
@@ -72,7 +90,7 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         opts,
         local: &local,
         repo: &repo,
-        server: &server,
+        server: server.as_ref(),
         binding: &binding.id,
         lock: &lock,
         cancel: parallel::Cancel::default(),
@@ -121,7 +139,8 @@ struct Backup<'a> {
     opts: &'a BackupPushOptions,
     local: &'a LocalCluster,
     repo: &'a Repository,
-    server: &'a VerifiedServer,
+    /// None for an offline backup.
+    server: Option<&'a VerifiedServer>,
     binding: &'a str,
     lock: &'a HeldLock,
     cancel: parallel::Cancel,
@@ -151,14 +170,30 @@ impl Backup<'_> {
         if let Some(base) = &base {
             tracing::info!("backup {name} is incremental on {}", base.name);
         }
-        let label = format!("pgproof {name}");
-        let conn = &server.connection;
-        let start_limit = backup_api::start_limit(conn, settings.timeout).await?;
-        let start_lsn = backup_api::start(conn, major, &label, opts.fast, start_limit).await?;
-        tracing::info!(
-            "backup {name} started at LSN {start_lsn}{}",
-            if opts.fast { " (fast checkpoint)" } else { "" }
-        );
+        let start_lsn = match server {
+            Some(server) => {
+                let label = format!("pgproof {name}");
+                let conn = &server.connection;
+                let start_limit = backup_api::start_limit(conn, settings.timeout).await?;
+                let lsn = backup_api::start(conn, major, &label, opts.fast, start_limit).await?;
+                tracing::info!(
+                    "backup {name} started at LSN {lsn}{}",
+                    if opts.fast { " (fast checkpoint)" } else { "" }
+                );
+                lsn
+            }
+            None => {
+                tracing::info!(
+                    "offline backup {name} of the cluster as it was shut down, at checkpoint {}",
+                    local.control.checkpoint
+                );
+                local.control.checkpoint_redo
+            }
+        };
+        let wal_in_backup = match server {
+            Some(_) => Vec::new(),
+            None => offline::wal_files(&local.pgdata, &local.control)?,
+        };
 
         let verification = local
             .control
@@ -171,34 +206,86 @@ impl Backup<'_> {
             Some(base) => base.seed,
             None => random_seed()?,
         };
-        let result = copy_files(self, &name, verification, base.clone(), seed).await;
-        // Always end backup mode, even when copying failed.
-        let stop = backup_api::stop(conn, major, settings.timeout).await;
+        let result = copy_files(self, &name, verification, base.clone(), seed, wal_in_backup).await;
         let abandoned = |e: Error| e.context(format!("backup {name} was abandoned (no manifest)"));
-        let copied = result.map_err(abandoned)?;
-        let stop = stop.map_err(abandoned)?;
-        let stopped_at = chrono::Utc::now();
-        let label_info = BackupLabel::parse(&stop.backup_label)?;
         let seg_size = u64::from(local.control.wal_segment_size);
-        let start_wal = Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
-        let stop_wal = Segment::containing(
-            label_info.timeline,
-            Lsn(stop.lsn.0.saturating_sub(1)),
-            seg_size,
-        );
-        tracing::info!(
-            "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
-            stop.lsn
-        );
-        wait_for_wal(
-            repo,
-            binding,
-            start_wal,
-            stop_wal,
-            seg_size,
-            opts.archive_timeout,
-        )
-        .await?;
+        let window = match server {
+            Some(server) => {
+                // Always end backup mode, even when copying failed.
+                let stop = backup_api::stop(&server.connection, major, settings.timeout).await;
+                let copied = result.map_err(abandoned)?;
+                let stop = stop.map_err(abandoned)?;
+                let label_info = BackupLabel::parse(&stop.backup_label)?;
+                let start_wal =
+                    Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
+                let stop_wal = Segment::containing(
+                    label_info.timeline,
+                    Lsn(stop.lsn.0.saturating_sub(1)),
+                    seg_size,
+                );
+                tracing::info!(
+                    "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
+                    stop.lsn
+                );
+                wait_for_wal(
+                    repo,
+                    binding,
+                    start_wal,
+                    stop_wal,
+                    seg_size,
+                    opts.archive_timeout,
+                )
+                .await?;
+                Window {
+                    copied,
+                    timeline: label_info.timeline,
+                    start_lsn: label_info.start_lsn,
+                    stop_lsn: stop.lsn,
+                    start_wal,
+                    stop_wal,
+                    backup_label: stop.backup_label,
+                    tablespace_map: stop.tablespace_map,
+                }
+            }
+            None => {
+                let copied = result.map_err(abandoned)?;
+                offline::still_stopped(&local.pgdata, &local.control).map_err(abandoned)?;
+                let c = &local.control;
+                let start_wal = Segment::containing(c.timeline, c.checkpoint_redo, seg_size);
+                let stop_wal = Segment::containing(c.timeline, c.checkpoint, seg_size);
+                tracing::info!(
+                    "the cluster stayed shut down; the backup holds the WAL of its checkpoint ({start_wal}) and needs none from the archive"
+                );
+                Window {
+                    copied,
+                    timeline: c.timeline,
+                    start_lsn: c.checkpoint_redo,
+                    stop_lsn: c.checkpoint,
+                    start_wal,
+                    stop_wal,
+                    backup_label: String::new(),
+                    tablespace_map: String::new(),
+                }
+            }
+        };
+        let stopped_at = chrono::Utc::now();
+        let copied = window.copied;
+        let (server_version, server_version_num, reached) = match server {
+            Some(s) => (
+                s.identity.version.clone(),
+                s.identity.version_num,
+                s.reached.clone(),
+            ),
+            None => (
+                format!("PostgreSQL {major} (offline backup: from PG_VERSION and pg_control)"),
+                major.number() * 10000,
+                format!(
+                    "offline: shut down at checkpoint {} per {}",
+                    local.control.checkpoint,
+                    local.pgdata.join("global/pg_control").display()
+                ),
+            ),
+        };
 
         let meta =
             std::fs::metadata(&local.pgdata).map_err(|e| Error::io("reading", &local.pgdata, e))?;
@@ -209,13 +296,13 @@ impl Backup<'_> {
             binding: binding.to_string(),
             system_identifier: local.control.system_identifier,
             major,
-            server_version: server.identity.version.clone(),
-            server_version_num: server.identity.version_num,
-            timeline: label_info.timeline,
-            start_lsn: label_info.start_lsn,
-            stop_lsn: stop.lsn,
-            start_wal: start_wal.to_string(),
-            stop_wal: stop_wal.to_string(),
+            server_version,
+            server_version_num,
+            timeline: window.timeline,
+            start_lsn: window.start_lsn,
+            stop_lsn: window.stop_lsn,
+            start_wal: window.start_wal.to_string(),
+            stop_wal: window.stop_wal.to_string(),
             started_at: start_time,
             stopped_at,
             wal_segment_size: local.control.wal_segment_size,
@@ -224,11 +311,12 @@ impl Backup<'_> {
             compression: settings.compression.value.to_string(),
             host,
             pgdata: local.pgdata.display().to_string(),
-            reached: server.reached.clone(),
+            reached,
             owner_uid: meta.uid(),
             owner_gid: meta.gid(),
-            backup_label: stop.backup_label,
-            tablespace_map: stop.tablespace_map,
+            backup_label: window.backup_label,
+            tablespace_map: window.tablespace_map,
+            offline: server.is_none(),
             tablespaces: copied.tablespaces,
             size: copied.size,
             stored_size: copied.stored_size,
@@ -274,6 +362,42 @@ impl Backup<'_> {
     }
 }
 
+/// What bounds the backup's consistency, once its files are copied.
+struct Window {
+    copied: Copied,
+    timeline: u32,
+    start_lsn: Lsn,
+    stop_lsn: Lsn,
+    start_wal: Segment,
+    stop_wal: Segment,
+    /// Empty for an offline backup: it starts from pg_control's checkpoint.
+    backup_label: String,
+    tablespace_map: String,
+}
+
+/// The banner of an offline backup: what `announce` says, with pg_control
+/// in place of the server.
+fn announce_offline(settings: &Settings, local: &LocalCluster, repo: &Repository) {
+    tracing::info!(
+        "cluster {} (name from {}): data directory {} (from {})",
+        settings.cluster.value,
+        settings.cluster.origin,
+        local.pgdata.display(),
+        local.pgdata_origin
+    );
+    tracing::info!(
+        "no server asked (--offline): system {}, PostgreSQL {}, shut down cleanly at checkpoint {} per pg_control",
+        local.control.system_identifier,
+        local.control.major,
+        local.control.checkpoint
+    );
+    tracing::info!(
+        "repository {} (from {})",
+        repo.describe(),
+        settings.repo.origin
+    );
+}
+
 struct Copied {
     bad_pages: Vec<BadPage>,
     parts: Vec<Part>,
@@ -290,6 +414,7 @@ async fn copy_files(
     verification: Option<parts::PageVerification>,
     base: Option<Arc<incremental::Base>>,
     seed: u64,
+    wal_in_backup: Vec<walk::SourceFile>,
 ) -> Result<Copied> {
     let Backup {
         settings,
@@ -301,9 +426,10 @@ async fn copy_files(
     } = *backup;
     let cancel = backup.cancel.clone();
     let pgdata = local.pgdata.clone();
-    let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
+    let mut walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata))
         .await
         .map_err(|e| Error::new(ErrorKind::LocalIo, "listing task failed").with_source(e))??;
+    walked.files.extend(wal_in_backup);
     let total: u64 = walked.files.iter().map(|f| f.size).sum();
     let plans = parts::plan(&walked.files, settings.compression.value.extension());
     let plan_count = plans.len();

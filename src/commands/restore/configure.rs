@@ -1,5 +1,6 @@
 //! The files a restore writes after the backup's own, so that PostgreSQL
-//! runs exactly the recovery asked for: `backup_label`, `tablespace_map`
+//! runs exactly the recovery asked for: `backup_label` (none for an offline
+//! backup), `tablespace_map`
 //! (pointing at the chosen places), `recovery.signal` (and no
 //! `standby.signal`), and in `postgresql.auto.conf` the recovery settings of
 //! earlier restores commented out and this one's appended.
@@ -18,7 +19,11 @@ pub fn write(
     ts_dirs: &HashMap<u32, PathBuf>,
     recovery: &Recovery,
 ) -> Result<()> {
-    write_private(dest, "backup_label", &m.backup_label)?;
+    // An offline backup starts from its own pg_control's checkpoint, whose
+    // WAL it carries; a backup_label would send recovery elsewhere.
+    if !m.offline {
+        write_private(dest, "backup_label", &m.backup_label)?;
+    }
     if !m.tablespace_map.is_empty() {
         write_private(
             dest,

@@ -89,7 +89,7 @@ pub async fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Resto
     }
     let backups = repo.backups().await?;
     let manifest = select::choose(&backups, &selection, &repo.describe())?;
-    let recovery = recovery_asked(settings, opts)?;
+    let recovery = recovery_asked(settings, opts, &manifest)?;
     tracing::info!(
         "restoring backup {} of {} (system {}, {}; {} to {}) into {}",
         manifest.name,
@@ -179,7 +179,11 @@ async fn write_everything(
 }
 
 /// The recovery asked for, checked before anything is written.
-fn recovery_asked(settings: &Settings, opts: &RestoreOptions) -> Result<Recovery> {
+fn recovery_asked(
+    settings: &Settings,
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+) -> Result<Recovery> {
     let target = match &opts.target {
         None => None,
         Some(Target::Time(t)) => Some(recovery::Target::Time(parse_time(t)?)),
@@ -199,10 +203,51 @@ fn recovery_asked(settings: &Settings, opts: &RestoreOptions) -> Result<Recovery
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", Path::new("pgproof"), e))?;
     let args = settings.wal_fetch_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let exe = exe.display().to_string();
+    if manifest.offline && target == Some(recovery::Target::Immediate) {
+        return at_shutdown_point(manifest, action, &exe, &args);
+    }
     Ok(Recovery {
-        restore_command: recovery::wal_fetch_command(&exe.display().to_string(), &args),
+        restore_command: recovery::wal_fetch_command(&exe, &args),
         target,
         action,
+    })
+}
+
+/// An offline backup is consistent as it was shut down, with nothing to
+/// replay: PostgreSQL never reaches `recovery_target = 'immediate'` there
+/// (it stops with "recovery ended before configured recovery target was
+/// reached"), nor can it pause or shut down at a point it never replays
+/// to. Its immediate target is a recovery that reads no segment from the
+/// archive (history files still, so that the new timeline is one no other
+/// cluster took) and ends at once, on a new timeline.
+fn at_shutdown_point(
+    manifest: &Manifest,
+    action: Option<recovery::TargetAction>,
+    exe: &str,
+    args: &[&str],
+) -> Result<Recovery> {
+    match action {
+        None | Some(recovery::TargetAction::Promote) => {}
+        Some(action) => {
+            return Err(Error::config(format!(
+                "--target-action {}: backup {} is an offline backup, consistent as it was shut down with no WAL to replay, so recovery ends at once and cannot {} there",
+                action.as_str(),
+                manifest.name,
+                action.as_str()
+            ))
+            .with_hint("use --target-action promote, or a later target (--target-time, --target-lsn, ...) to replay archived WAL and pause there"));
+        }
+    }
+    tracing::info!(
+        "backup {} is an offline backup: recovery replays no archived WAL and ends at once, at the shutdown checkpoint {}, on a new timeline",
+        manifest.name,
+        manifest.stop_lsn
+    );
+    Ok(Recovery {
+        restore_command: recovery::wal_fetch_command_with(exe, args, &["--history-only"]),
+        target: None,
+        action: None,
     })
 }
 

@@ -249,7 +249,11 @@ async fn cluster_status(
         .filter(|m| m.binding == binding.id)
         .collect();
     let since = match backups.first() {
-        Some(oldest) => archive.since(oldest.start_segment()?, seg_size).await?,
+        Some(oldest) => {
+            archive
+                .since(oldest.start_segment()?, oldest.offline, seg_size)
+                .await?
+        }
         None => Default::default(),
     };
     let gaps: Vec<String> = since.gaps.iter().map(|g| g.to_string()).collect();

@@ -34,6 +34,11 @@ pub const EXIT_NOT_IN_ARCHIVE: i32 = 1;
 pub struct WalFetchOptions {
     pub name: String,
     pub dest: PathBuf,
+    /// Answer "not archived" for every segment, fetching only timeline
+    /// history files: the restore of an offline backup at its shutdown
+    /// point replays nothing, but the server still needs the archive's
+    /// histories to choose a timeline no other cluster took.
+    pub history_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,12 @@ fn in_standby_mode(settings: &Settings) -> bool {
 pub async fn run(settings: &Settings, opts: &WalFetchOptions) -> Result<Fetched> {
     let started = Instant::now();
     let name = WalFileName::parse(&opts.name)?;
+    if opts.history_only && !matches!(name, WalFileName::History(_)) {
+        tracing::info!(
+            "not fetching {name}: this recovery stops where the offline backup was shut down"
+        );
+        return Ok(Fetched::NotInArchive);
+    }
     let pgdata = settings.pgdata.as_ref().map(|p| p.value.clone());
     let control = pgdata.as_deref().and_then(|p| ControlFile::read(p).ok());
     let repo = open_repository(settings)?;
