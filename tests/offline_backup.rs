@@ -62,6 +62,17 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
             "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
         );
         let sum_before = cluster.query_one("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM t");
+        // A tablespace, whose link the restore makes without a tablespace_map.
+        let location = scratch.dir("ts-source");
+        cluster.execute(&format!(
+            "CREATE TABLESPACE far LOCATION '{}'",
+            location.display()
+        ));
+        cluster.execute(
+            "CREATE TABLE remote TABLESPACE far AS SELECT g AS id FROM generate_series(1, 3000) g",
+        );
+        let oid = cluster.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'far'");
+        let elsewhere = |name: &str| format!("{oid}={}", scratch.path.join(name).display());
         cluster.stop();
 
         let out = offline_backup(&repo, &cluster.pgdata);
@@ -123,12 +134,15 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
         assert!(!dest.exists(), "{major}: a refused restore writes nothing");
 
         // Restored and started with no WAL from the archive beyond what it carries.
+        let ts = elsewhere("ts-restored");
         let out = restore(
             &repo,
             &dest,
             &[
                 "--backup",
                 &backup,
+                "--tablespace",
+                &ts,
                 "--target-immediate",
                 "--target-action",
                 "promote",
@@ -147,6 +161,11 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
             restored.query_one("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM t"),
             sum_before,
             "{major}: the restored table is the one that was shut down"
+        );
+        assert_eq!(
+            restored.query_one("SELECT count(*)::text FROM remote"),
+            "3000",
+            "{major}: the tablespace's table"
         );
         restored.stop();
 
@@ -178,12 +197,15 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
             String::from_utf8_lossy(&out.stdout)
         );
         let dest = scratch.path.join("pitr");
+        let ts = elsewhere("ts-pitr");
         let out = restore(
             &repo,
             &dest,
             &[
                 "--backup",
                 &backup,
+                "--tablespace",
+                &ts,
                 "--target-name",
                 "after_offline",
                 "--target-action",
@@ -200,7 +222,47 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
             "{major}"
         );
         pitr.stop();
+
+        // Stopped again: an offline incremental on the offline full, whose
+        // restore is the cluster as it was shut down the second time.
         cluster.stop();
+        let out = repo.run(&[
+            "backup-push",
+            "--offline",
+            "--incremental",
+            cluster.pgdata.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 0);
+        let incremental = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let m = manifest_of(&repo, &incremental);
+        assert_eq!(m["type"], "incremental", "{major}");
+        assert_eq!(m["offline"], Value::Bool(true), "{major}");
+        let dest = scratch.path.join("incremental");
+        let ts = elsewhere("ts-incremental");
+        let out = restore(
+            &repo,
+            &dest,
+            &[
+                "--backup",
+                &incremental,
+                "--tablespace",
+                &ts,
+                "--target-immediate",
+                "--target-action",
+                "promote",
+            ],
+        );
+        assert_exit(&out, 0);
+        let again = Cluster::restored(&scratch, "incremental", major, dest);
+        again.start();
+        again.wait_promoted(Duration::from_secs(60));
+        assert_eq!(
+            again.query_one("SELECT count(*)::text FROM t"),
+            "7000",
+            "{major}"
+        );
+        assert_eq!(again.query_one("SELECT count(*)::text FROM remote"), "3000");
+        again.stop();
     }
 }
 
