@@ -321,11 +321,19 @@ pub enum Command {
     /// the archive, run checks, and record the proof in the repository
     ///
     /// Exits 0 when every check passed, 12 when one failed (the failed proof
-    /// is recorded too).
+    /// is recorded too). With --all, the newest backup of every cluster in
+    /// the repository, one after another: 0 when each is proven, 12 otherwise.
     Prove {
         /// Backup name, or "latest"
         #[arg(long, value_name = "NAME", default_value = "latest")]
         backup: String,
+        /// The newest backup of every cluster prefix in the repository
+        #[arg(long, conflicts_with = "backup")]
+        all: bool,
+        /// With --all: no proof starts after this long, and each one's time
+        /// limit is cut to what is left, e.g. 2h
+        #[arg(long, value_name = "DURATION", requires = "all")]
+        budget: Option<String>,
         /// Where to create the scratch directory [default: the system temp directory]
         #[arg(long, env = "PGPROOF_SCRATCH", value_name = "DIR")]
         scratch: Option<PathBuf>,
@@ -679,6 +687,8 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
         }
         Command::Prove {
             backup,
+            all,
+            budget,
             scratch,
             keep,
             time_limit,
@@ -699,7 +709,6 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     };
                     Sourced::new(s, origin)
                 });
-                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
                 let opts = prove::ProveOptions {
                     backup: Some(backup.clone()),
                     keep: *keep,
@@ -709,12 +718,50 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     sql_database: sql_database.clone(),
                     jobs: *jobs,
                 };
-                prove::run(&settings, &opts).await
+                if *all {
+                    let repo_settings = crate::settings::RepositorySettings::resolve(&over)?;
+                    let budget = match budget {
+                        Some(b) => crate::settings::parse_duration(b)?,
+                        None => opts.time_limit,
+                    };
+                    let settings_for = |name: &crate::repo::ClusterName| {
+                        let mut over = over.clone();
+                        over.cluster = Some(Sourced::new(
+                            name.to_string(),
+                            Origin::Derived(format!(
+                                "prove --all: prefix {name} of the repository"
+                            )),
+                        ));
+                        Settings::resolve(&over, None, PgdataFallback::PgdataEnv)
+                    };
+                    let outcome =
+                        prove::run_all(&repo_settings, settings_for, &opts, budget).await?;
+                    return Ok(outcome);
+                }
+                let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                let line = prove::run(&settings, &opts).await?;
+                Ok(prove::AllOutcome {
+                    text: format!("{line}\n"),
+                    proven: 1,
+                    not_proven: 0,
+                })
             };
             match result.await {
-                Ok(verdict) => {
-                    println!("{verdict}");
-                    0
+                Ok(outcome) => {
+                    print!("{}", outcome.text);
+                    if outcome.not_proven == 0 {
+                        0
+                    } else {
+                        let e = Error::new(
+                            crate::error::ErrorKind::ProofFailed,
+                            format!(
+                                "{} of {} cluster(s) not proven; each is listed above",
+                                outcome.not_proven,
+                                outcome.proven + outcome.not_proven
+                            ),
+                        );
+                        fail(label, &e, e.kind().exit_code())
+                    }
                 }
                 Err(e) => fail(label, &e, e.kind().exit_code()),
             }

@@ -8,6 +8,7 @@
 //! recorded whatever happened, the server stopped and the scratch directory
 //! removed (guards, so also on early returns).
 
+mod all;
 mod archive_end;
 mod checks;
 mod scratch;
@@ -25,6 +26,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::proof::{Proof, ProofCheck};
 use crate::report;
 use crate::settings::Settings;
+pub use all::{AllOutcome, run_all};
 use checks::check;
 use scratch::{Scratch, ServerUser};
 use server::{ProvingServer, Recovery};
