@@ -726,6 +726,12 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                     };
                     let settings_for = |name: &crate::repo::ClusterName| {
                         let mut over = over.clone();
+                        // Each proof reads the repository that was listed,
+                        // whatever repository a cluster's section names.
+                        over.repo = Some(Sourced::new(
+                            repo_settings.repo.value.to_string(),
+                            repo_settings.repo.origin.clone(),
+                        ));
                         over.cluster = Some(Sourced::new(
                             name.to_string(),
                             Origin::Derived(format!(

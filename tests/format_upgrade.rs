@@ -162,7 +162,7 @@ fn a_format_3_archive_restores_and_keeps_growing_after_the_upgrade() {
     );
     assert_eq!(
         record_format(&prefix),
-        5,
+        6,
         "a writing command raises the format"
     );
 
