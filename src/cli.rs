@@ -304,6 +304,20 @@ pub enum Command {
         /// CRITICAL when the newest proof is older, or there is none [default: off, or the configuration file's]
         #[arg(long, env = "PGPROOF_CRIT_PROOF_AGE", value_name = "AGE")]
         crit_proof_age: Option<String>,
+        /// WARNING when the recovery point (committed work that would be
+        /// lost now) is longer [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_WARN_RPO", value_name = "AGE")]
+        warn_rpo: Option<String>,
+        /// CRITICAL when the recovery point is longer [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_CRIT_RPO", value_name = "AGE")]
+        crit_rpo: Option<String>,
+        /// WARNING when the estimated recovery time is longer, or unknown
+        /// [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_WARN_RTO", value_name = "AGE")]
+        warn_rto: Option<String>,
+        /// CRITICAL when the estimated recovery time is longer, or unknown [default: off, or the configuration file's]
+        #[arg(long, env = "PGPROOF_CRIT_RTO", value_name = "AGE")]
+        crit_rto: Option<String>,
     },
     /// The PostgreSQL clusters on this host, and whether each is protected
     ///
@@ -806,6 +820,10 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
             crit_backup_age,
             warn_proof_age,
             crit_proof_age,
+            warn_rpo,
+            crit_rpo,
+            warn_rto,
+            crit_rto,
         } => {
             let result = async {
                 let thresholds = status::threshold_rules(
@@ -816,18 +834,19 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                         crit_backup_age.as_deref(),
                         warn_proof_age.as_deref(),
                         crit_proof_age.as_deref(),
+                        warn_rpo.as_deref(),
+                        crit_rpo.as_deref(),
+                        warn_rto.as_deref(),
+                        crit_rto.as_deref(),
                     ],
                     &crate::settings::status_thresholds(&over)?,
                 )?;
                 let repo_settings = crate::settings::RepositorySettings::resolve(&over)?;
-                let cluster = if *all {
-                    None
+                let (cluster, server) = if *all {
+                    (None, None)
                 } else {
-                    Some(
-                        Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?
-                            .cluster
-                            .value,
-                    )
+                    let settings = Settings::resolve(&over, None, PgdataFallback::PgdataEnv)?;
+                    (Some(settings.cluster.value.clone()), Some(settings))
                 };
                 let opts = status::StatusOptions {
                     cluster,
@@ -839,6 +858,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> i32 {
                         status::Format::Text
                     },
                     thresholds,
+                    server,
                 };
                 status::run(&repo_settings, &opts).await
             };

@@ -86,22 +86,35 @@ pub struct StatusThresholdsConfig {
     pub crit_backup_age: Option<String>,
     pub warn_proof_age: Option<String>,
     pub crit_proof_age: Option<String>,
+    /// The recovery point: how much committed work would be lost now.
+    pub warn_rpo: Option<String>,
+    pub crit_rpo: Option<String>,
+    /// The recovery time estimated from the newest proof.
+    pub warn_rto: Option<String>,
+    pub crit_rto: Option<String>,
 }
 
 /// The threshold keys, in the order every list of thresholds follows (the
 /// flags are the same names with `-`).
-pub const STATUS_THRESHOLD_KEYS: [&str; 6] = [
+pub const STATUS_THRESHOLD_KEYS: [&str; STATUS_THRESHOLDS] = [
     "warn_wal_age",
     "crit_wal_age",
     "warn_backup_age",
     "crit_backup_age",
     "warn_proof_age",
     "crit_proof_age",
+    "warn_rpo",
+    "crit_rpo",
+    "warn_rto",
+    "crit_rto",
 ];
+
+/// How many status thresholds there are (warning and critical of each figure).
+pub const STATUS_THRESHOLDS: usize = 10;
 
 impl StatusThresholdsConfig {
     /// The values, in `STATUS_THRESHOLD_KEYS` order.
-    pub fn values(&self) -> [Option<&str>; 6] {
+    pub fn values(&self) -> [Option<&str>; STATUS_THRESHOLDS] {
         [
             self.warn_wal_age.as_deref(),
             self.crit_wal_age.as_deref(),
@@ -109,6 +122,10 @@ impl StatusThresholdsConfig {
             self.crit_backup_age.as_deref(),
             self.warn_proof_age.as_deref(),
             self.crit_proof_age.as_deref(),
+            self.warn_rpo.as_deref(),
+            self.crit_rpo.as_deref(),
+            self.warn_rto.as_deref(),
+            self.crit_rto.as_deref(),
         ]
     }
 }

@@ -158,6 +158,35 @@ impl Connection {
         })
     }
 
+    /// How far a primary has flushed WAL (committed work is durable there)
+    /// and the name of the segment holding it, which carries its timeline.
+    /// A standby has no WAL of its own to lose: `None`.
+    pub async fn flushed_wal(&self) -> Result<Option<(crate::pg::lsn::Lsn, String)>> {
+        let row = self
+            .bounded(
+                "asking the server how far it flushed WAL",
+                self.timeout,
+                self.client.query_one(
+                    "SELECT pg_is_in_recovery(), \
+                        CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_flush_lsn()::text END, \
+                        CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_flush_lsn()) END",
+                    &[],
+                ),
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let lsn: String = row.get(1);
+        let lsn = lsn.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::Postgres,
+                format!("server reported flush LSN {lsn:?}"),
+            )
+        })?;
+        Ok(Some((lsn, row.get(2))))
+    }
+
     /// Runs one query of this session, `what` in words, for at most
     /// `limit`; past it the server is asked to cancel the query, so that
     /// neither side waits on.

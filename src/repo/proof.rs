@@ -29,6 +29,26 @@ pub struct Proof {
     pub replayed_to_wal: Option<String>,
     pub succeeded: bool,
     pub checks: Vec<ProofCheck>,
+    /// How long the restore and the recovery took, and how much each
+    /// handled: what `status` scales its recovery-time estimate from.
+    /// Absent from proofs recorded before it existed, and from attempts
+    /// whose recovery did not end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<ProofTimings>,
+}
+
+/// The measured phases of a proof.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ProofTimings {
+    /// Download, decompression, checksums and writing of the backup's files.
+    pub restore_secs: f64,
+    /// The backup's size as restored (the manifest's size).
+    pub restored_bytes: u64,
+    /// From starting the server to the end of recovery: reaching
+    /// consistency and replaying the archive.
+    pub recovery_secs: f64,
+    /// WAL replayed: from the backup's start LSN to where replay ended.
+    pub replayed_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -77,6 +97,12 @@ mod tests {
                 replayed_to_wal: None,
                 succeeded: true,
                 checks: Vec::new(),
+                timings: Some(ProofTimings {
+                    restore_secs: secs,
+                    restored_bytes: u64::from(i) << 20,
+                    recovery_secs: secs / 3.0,
+                    replayed_bytes: u64::from(i) << 24,
+                }),
             };
             let bytes = super::super::document::encode(&proof).unwrap();
             let back: Proof = super::super::document::decode(&bytes, "proof").unwrap();

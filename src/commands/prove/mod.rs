@@ -23,7 +23,7 @@ use crate::pg::lsn::Lsn;
 use crate::pg::standby_params::StandbyParams;
 use crate::pg::walname::Segment;
 use crate::repo::manifest::Manifest;
-use crate::repo::proof::{Proof, ProofCheck};
+use crate::repo::proof::{Proof, ProofCheck, ProofTimings};
 use crate::report;
 use crate::settings::Settings;
 pub use all::{AllOutcome, run_all};
@@ -55,9 +55,27 @@ struct Attempt {
     server_version: String,
     replayed_to_lsn: Option<Lsn>,
     replayed_to_wal: Option<String>,
+    restore_took: Option<Duration>,
+    recovery_took: Option<Duration>,
 }
 
 impl Attempt {
+    /// The phases measured, once recovery ended.
+    fn timings(&self, manifest: &Manifest) -> Option<ProofTimings> {
+        let (restore, recovery, replayed_to) = (
+            self.restore_took?,
+            self.recovery_took?,
+            self.replayed_to_lsn?,
+        );
+        let millis = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        Some(ProofTimings {
+            restore_secs: millis(restore),
+            restored_bytes: manifest.size,
+            recovery_secs: millis(recovery),
+            replayed_bytes: replayed_to.0.saturating_sub(manifest.start_lsn.0),
+        })
+    }
+
     fn push(&mut self, c: ProofCheck) {
         if c.passed {
             tracing::info!("check {}: passed ({})", c.name, c.detail);
@@ -141,6 +159,8 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
         server_version: binaries.version.clone(),
         replayed_to_lsn: None,
         replayed_to_wal: None,
+        restore_took: None,
+        recovery_took: None,
     };
     let ctx = Context {
         settings,
@@ -184,6 +204,7 @@ pub async fn run(settings: &Settings, opts: &ProveOptions) -> Result<String> {
         replayed_to_wal: attempt.replayed_to_wal.clone(),
         succeeded,
         checks: attempt.checks.clone(),
+        timings: attempt.timings(&manifest),
     };
     let key = repo
         .record_proof(&proof)
@@ -267,16 +288,20 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
     };
     let remaining = ctx.deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, restore::restore(ctx.settings, &restore_opts)).await {
-        Ok(Ok(_)) => a.push(check(
-            "restore",
-            true,
-            format!(
-                "{} files ({}) restored and their checksums verified in {}",
-                m.files.len(),
-                report::bytes(m.size),
-                report::duration(restore_started.elapsed())
-            ),
-        )),
+        Ok(Ok(_)) => {
+            let took = restore_started.elapsed();
+            a.restore_took = Some(took);
+            a.push(check(
+                "restore",
+                true,
+                format!(
+                    "{} files ({}) restored and their checksums verified in {}",
+                    m.files.len(),
+                    report::bytes(m.size),
+                    report::duration(took)
+                ),
+            ))
+        }
         Ok(Err(e)) => {
             let detail = match e.hint() {
                 Some(h) => format!("{e} ({h})"),
@@ -297,6 +322,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
     }
 
     let newest_archived = archive_end::newest_segments(ctx.repo, &m.binding).await;
+    let recovery_started = Instant::now();
     let mut server = match start(ctx) {
         Ok(s) => s,
         Err(e) => return a.push(check("start", false, e.to_string())),
@@ -341,6 +367,7 @@ async fn prove(ctx: &Context<'_>, a: &mut Attempt) {
             consistent_after,
             replayed_to,
         } => {
+            a.recovery_took = Some(recovery_started.elapsed());
             a.replayed_to_lsn = replayed_to;
             restored_from_log = server::last_restored_segment(&tail);
             // The record ending replay may end exactly at a segment boundary.

@@ -5,14 +5,19 @@
 //! operator's thresholds. Read-only; works from any host that can read the
 //! repository.
 
+pub mod objectives;
 mod render;
+mod server_view;
 pub mod verdict;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::wal_dirs::WalArchive;
 use crate::repo::{ClusterName, Repository, Root};
-use crate::settings::{RepositorySettings, STATUS_THRESHOLD_KEYS, StatusThresholdsFile};
+use crate::settings::{
+    RepositorySettings, STATUS_THRESHOLD_KEYS, STATUS_THRESHOLDS, Settings, StatusThresholdsFile,
+};
 use chrono::{DateTime, Utc};
+use objectives::{RecoveryPoint, RecoveryTime, ServerView};
 use serde::Serialize;
 use std::time::Duration;
 pub use verdict::{ThresholdLayer, ThresholdRules, Thresholds, Verdict};
@@ -30,6 +35,9 @@ pub struct StatusOptions {
     pub cluster: Option<ClusterName>,
     pub format: Format,
     pub thresholds: ThresholdRules,
+    /// The one cluster's settings, when its server may be asked how much
+    /// flushed WAL is not archived yet (not with `--all`).
+    pub server: Option<Settings>,
 }
 
 /// Everything status knows of one cluster prefix.
@@ -51,6 +59,11 @@ pub struct ClusterStatus {
     pub newest_proof: Option<ProofStatus>,
     /// Backups whose manifest cannot be used, each described.
     pub damaged_backups: Vec<String>,
+    /// Committed work that would be lost now (none without archived WAL).
+    pub recovery_point: Option<RecoveryPoint>,
+    /// A restore to the newest archived WAL, estimated from the newest
+    /// successful proof that measured its phases (none without one).
+    pub recovery_time: Option<RecoveryTime>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +118,7 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
     for name in names {
         let repo = root.cluster(name.clone());
         let thresholds = opts.thresholds.for_cluster(name.as_str());
-        let status = match cluster_status(&repo, now, &thresholds).await {
+        let status = match cluster_status(&repo, now, &thresholds, opts.server.as_ref()).await {
             Ok(s) => s,
             Err(e) => unknown(&repo, &e),
         };
@@ -128,7 +141,7 @@ pub async fn run(settings: &RepositorySettings, opts: &StatusOptions) -> Result<
 /// `STATUS_THRESHOLD_KEYS` order) and from the configuration file. A value
 /// that is neither an age nor `off` is an error naming where it was written.
 pub fn threshold_rules(
-    given: [Option<&str>; 6],
+    given: [Option<&str>; STATUS_THRESHOLDS],
     file: &StatusThresholdsFile,
 ) -> Result<ThresholdRules> {
     let in_file = file
@@ -155,9 +168,11 @@ pub fn threshold_rules(
     for name in judged {
         let t = rules.for_cluster(name.unwrap_or(""));
         for (what, warning, critical) in [
-            ("wal", t.wal_warning, t.wal_critical),
-            ("backup", t.backup_warning, t.backup_critical),
-            ("proof", t.proof_warning, t.proof_critical),
+            ("wal_age", t.wal_warning, t.wal_critical),
+            ("backup_age", t.backup_warning, t.backup_critical),
+            ("proof_age", t.proof_warning, t.proof_critical),
+            ("rpo", t.rpo_warning, t.rpo_critical),
+            ("rto", t.rto_warning, t.rto_critical),
         ] {
             if let (Some(w), Some(c)) = (warning, critical)
                 && w > c
@@ -166,12 +181,12 @@ pub fn threshold_rules(
                     .map(|n| format!(" for cluster {n}"))
                     .unwrap_or_default();
                 return Err(Error::config(format!(
-                    "status thresholds{whom}: warn_{what}_age ({}) is above crit_{what}_age ({})",
+                    "status thresholds{whom}: warn_{what} ({}) is above crit_{what} ({})",
                     humantime::format_duration(w),
                     humantime::format_duration(c)
                 ))
                 .with_hint(format!(
-                    "set warn_{what}_age and crit_{what}_age together, the warning no later than the critical (flags, [status] or [clusters.NAME.status]{in_file})"
+                    "set warn_{what} and crit_{what} together, the warning no later than the critical (flags, [status] or [clusters.NAME.status]{in_file})"
                 )));
             }
         }
@@ -180,7 +195,7 @@ pub fn threshold_rules(
 }
 
 fn threshold_layer(
-    values: [Option<&str>; 6],
+    values: [Option<&str>; STATUS_THRESHOLDS],
     origin: &dyn Fn(&str) -> String,
 ) -> Result<ThresholdLayer> {
     let mut layer = ThresholdLayer::default();
@@ -218,6 +233,8 @@ fn unknown(repo: &Repository, e: &Error) -> ClusterStatus {
         newest_backup: None,
         newest_proof: None,
         damaged_backups: Vec::new(),
+        recovery_point: None,
+        recovery_time: None,
     }
 }
 
@@ -225,6 +242,7 @@ async fn cluster_status(
     repo: &Repository,
     now: DateTime<Utc>,
     thresholds: &Thresholds,
+    server: Option<&Settings>,
 ) -> Result<ClusterStatus> {
     let Some(record) = repo.load_record().await? else {
         let mut s = unknown(repo, &Error::new(ErrorKind::NotFound, ""));
@@ -272,11 +290,14 @@ async fn cluster_status(
         stored_size: m.stored_size,
     });
     let mut newest_proof: Option<ProofStatus> = None;
+    let mut newest_measured: Option<crate::repo::proof::Proof> = None;
     for m in &backups {
-        if let Some(p) = repo.newest_proof(&m.binding, &m.name).await?
-            && newest_proof
-                .as_ref()
-                .is_none_or(|n| n.finished_at < p.finished_at)
+        let Some(p) = repo.newest_proof(&m.binding, &m.name).await? else {
+            continue;
+        };
+        if newest_proof
+            .as_ref()
+            .is_none_or(|n| n.finished_at < p.finished_at)
         {
             newest_proof = Some(ProofStatus {
                 backup: p.backup.clone(),
@@ -285,7 +306,40 @@ async fn cluster_status(
                 age_seconds: age(now, p.finished_at).as_secs(),
             });
         }
+        if p.succeeded
+            && p.timings.is_some()
+            && newest_measured
+                .as_ref()
+                .is_none_or(|n| n.finished_at < p.finished_at)
+        {
+            newest_measured = Some(p);
+        }
     }
+
+    let view = match server {
+        Some(settings) => {
+            server_view::ask(settings, binding.system_identifier, &mut archive, seg_size).await
+        }
+        None => ServerView::NotAsked,
+    };
+    let recovery_point = objectives::recovery_point(
+        wal.as_ref().map(|w| Duration::from_secs(w.age_seconds)),
+        &view,
+    );
+    let archived_end = match archive.newest_segment().await? {
+        Some(n) => n
+            .name
+            .segment()
+            .map(|s| s.next(seg_size).start_lsn(seg_size).0),
+        None => None,
+    };
+    let recovery_time = match (&newest_measured, backups.last()) {
+        (Some(p), Some(newest)) => p.timings.as_ref().map(|t| {
+            let wal_bytes = archived_end.map_or(0, |end| end.saturating_sub(newest.start_lsn.0));
+            objectives::recovery_time(p, t, newest.size, wal_bytes)
+        }),
+        _ => None,
+    };
 
     let facts = verdict::Facts {
         newest_wal_age: wal.as_ref().map(|w| Duration::from_secs(w.age_seconds)),
@@ -297,6 +351,12 @@ async fn cluster_status(
             .map(|p| (Duration::from_secs(p.age_seconds), p.succeeded)),
         gaps: gaps.clone(),
         damaged_backups: damaged_backups.clone(),
+        recovery_point: recovery_point
+            .as_ref()
+            .map(|r| Duration::from_secs(r.seconds)),
+        recovery_time: recovery_time
+            .as_ref()
+            .map(|r| Duration::from_secs(r.estimate_seconds)),
     };
     let (verdict, reasons) = verdict::judge(&facts, thresholds);
     Ok(ClusterStatus {
@@ -314,6 +374,8 @@ async fn cluster_status(
         newest_backup,
         newest_proof,
         damaged_backups,
+        recovery_point,
+        recovery_time,
     })
 }
 
@@ -329,8 +391,8 @@ mod tests {
         Some(Duration::from_secs(h * HOUR))
     }
 
-    fn unset() -> [Option<&'static str>; 6] {
-        [None; 6]
+    fn unset() -> [Option<&'static str>; STATUS_THRESHOLDS] {
+        [None; STATUS_THRESHOLDS]
     }
 
     fn file() -> StatusThresholdsFile {

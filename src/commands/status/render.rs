@@ -103,6 +103,40 @@ pub fn text(statuses: &[ClusterStatus], fleet: bool) -> String {
             ),
             None => writeln!(out, "  newest proof   never proven"),
         };
+        if let Some(rp) = &s.recovery_point {
+            let behind = match (rp.unarchived_bytes, &rp.server_flush_lsn) {
+                (Some(0), Some(lsn)) => format!("; everything flushed (to {lsn}) is archived"),
+                (Some(bytes), Some(lsn)) => format!(
+                    "; {} of flushed WAL (to {lsn}) not archived yet",
+                    report::bytes(bytes)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  recovery point {} of committed work at risk{behind} (from {})",
+                human(Duration::from_secs(rp.seconds)),
+                rp.measured_from
+            );
+        }
+        let _ = match &s.recovery_time {
+            Some(rt) => writeln!(
+                out,
+                "  recovery time  about {} to restore to the newest archived WAL: {} restoring {}, {} recovering {} of WAL (scaled from the proof of backup {}, {})",
+                human(Duration::from_secs(rt.estimate_seconds)),
+                human(Duration::from_secs(rt.restore_seconds)),
+                report::bytes(rt.backup_bytes),
+                human(Duration::from_secs(rt.replay_seconds)),
+                report::bytes(rt.wal_bytes),
+                rt.proof_of_backup,
+                rt.proof_finished_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            None if s.newest_backup.is_some() => writeln!(
+                out,
+                "  recovery time  unknown until a backup is proven (pgproof prove)"
+            ),
+            None => Ok(()),
+        };
         for r in &s.reasons {
             let _ = writeln!(out, "  {r}");
         }
@@ -115,7 +149,7 @@ pub fn prometheus(statuses: &[ClusterStatus]) -> String {
     let mut out = String::new();
     let label = |s: &ClusterStatus| format!("cluster=\"{}\"", escape(&s.cluster));
     type Figure = fn(&ClusterStatus) -> Option<f64>;
-    let families: [(&str, &str, Figure); 7] = [
+    let families: [(&str, &str, Figure); 10] = [
         (
             "pgproof_status",
             "Verdict: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
@@ -152,6 +186,26 @@ pub fn prometheus(statuses: &[ClusterStatus]) -> String {
                     .as_ref()
                     .map(|p| if p.succeeded { 1.0 } else { 0.0 })
             },
+        ),
+        (
+            "pgproof_recovery_point_seconds",
+            "Committed work that would be lost now, as time (0 when the server's flushed WAL is all archived)",
+            |s| s.recovery_point.as_ref().map(|r| r.seconds as f64),
+        ),
+        (
+            "pgproof_recovery_point_unarchived_bytes",
+            "WAL the server flushed past the newest archived segment (when status reached the server)",
+            |s| {
+                s.recovery_point
+                    .as_ref()
+                    .and_then(|r| r.unarchived_bytes)
+                    .map(|b| b as f64)
+            },
+        ),
+        (
+            "pgproof_recovery_time_estimate_seconds",
+            "Estimated time to restore the newest backup and replay the archive, scaled from the newest proof",
+            |s| s.recovery_time.as_ref().map(|r| r.estimate_seconds as f64),
         ),
     ];
     for (name, help, figure) in families {

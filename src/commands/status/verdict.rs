@@ -3,6 +3,7 @@
 //! Exit statuses follow the Nagios convention so monitoring can run
 //! `pgproof status` as a check as it is.
 
+use crate::settings::STATUS_THRESHOLDS;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,11 +47,18 @@ pub struct Thresholds {
     pub backup_critical: Option<Duration>,
     pub proof_warning: Option<Duration>,
     pub proof_critical: Option<Duration>,
+    /// The recovery point: committed work that would be lost now.
+    pub rpo_warning: Option<Duration>,
+    pub rpo_critical: Option<Duration>,
+    /// The recovery time estimated from the newest proof.
+    pub rto_warning: Option<Duration>,
+    pub rto_critical: Option<Duration>,
 }
 
 impl Default for Thresholds {
     /// Daily backups and a busy archive (or `archive_timeout` set): a
-    /// segment every hour at least. Proofs are not required until asked for.
+    /// segment every hour at least. Proofs, and the recovery objectives
+    /// (which only the operator knows), are not judged until asked for.
     fn default() -> Self {
         Thresholds {
             wal_warning: Some(Duration::from_secs(3600)),
@@ -59,13 +67,17 @@ impl Default for Thresholds {
             backup_critical: Some(Duration::from_secs(50 * 3600)),
             proof_warning: None,
             proof_critical: None,
+            rpo_warning: None,
+            rpo_critical: None,
+            rto_warning: None,
+            rto_critical: None,
         }
     }
 }
 
 impl Thresholds {
-    /// The six thresholds in the order of `ThresholdLayer`.
-    fn to_array(self) -> [Option<Duration>; 6] {
+    /// The thresholds in the order of `ThresholdLayer`.
+    fn to_array(self) -> [Option<Duration>; STATUS_THRESHOLDS] {
         [
             self.wal_warning,
             self.wal_critical,
@@ -73,10 +85,14 @@ impl Thresholds {
             self.backup_critical,
             self.proof_warning,
             self.proof_critical,
+            self.rpo_warning,
+            self.rpo_critical,
+            self.rto_warning,
+            self.rto_critical,
         ]
     }
 
-    fn from_array(a: [Option<Duration>; 6]) -> Thresholds {
+    fn from_array(a: [Option<Duration>; STATUS_THRESHOLDS]) -> Thresholds {
         Thresholds {
             wal_warning: a[0],
             wal_critical: a[1],
@@ -84,14 +100,19 @@ impl Thresholds {
             backup_critical: a[3],
             proof_warning: a[4],
             proof_critical: a[5],
+            rpo_warning: a[6],
+            rpo_critical: a[7],
+            rto_warning: a[8],
+            rto_critical: a[9],
         }
     }
 }
 
-/// The thresholds one source sets, in the order warn/crit WAL, warn/crit
-/// backup, warn/crit proof: each unset (`None`), off (`Some(None)`) or an age.
+/// The thresholds one source sets, in `STATUS_THRESHOLD_KEYS` order (warn
+/// and crit of WAL, backup, proof, RPO, RTO): each unset (`None`), off
+/// (`Some(None)`) or an age.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ThresholdLayer(pub [Option<Option<Duration>>; 6]);
+pub struct ThresholdLayer(pub [Option<Option<Duration>>; STATUS_THRESHOLDS]);
 
 impl ThresholdLayer {
     /// `base` with what this layer sets put over it.
@@ -136,6 +157,10 @@ pub struct Facts {
     pub gaps: Vec<String>,
     /// Backups whose manifest cannot be used, each described.
     pub damaged_backups: Vec<String>,
+    /// How much committed work would be lost now, as time (none without WAL).
+    pub recovery_point: Option<Duration>,
+    /// The recovery time estimated from the newest proof (none without one).
+    pub recovery_time: Option<Duration>,
 }
 
 pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
@@ -193,6 +218,59 @@ pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
     // Not critical by itself: the newest usable backup is judged above.
     for d in &facts.damaged_backups {
         raise(Verdict::Warning, format!("{d}; run `pgproof verify`"));
+    }
+    if let Some(rpo) = facts.recovery_point {
+        if let Some(c) = t.rpo_critical.filter(|c| rpo > *c) {
+            raise(
+                Verdict::Critical,
+                format!(
+                    "the recovery point is {}: that much committed work would be lost now (critical after {})",
+                    human(rpo),
+                    human(c)
+                ),
+            );
+        } else if let Some(w) = t.rpo_warning.filter(|w| rpo > *w) {
+            raise(
+                Verdict::Warning,
+                format!(
+                    "the recovery point is {}: that much committed work would be lost now (warning after {})",
+                    human(rpo),
+                    human(w)
+                ),
+            );
+        }
+    }
+    match facts.recovery_time {
+        Some(rto) => {
+            if let Some(c) = t.rto_critical.filter(|c| rto > *c) {
+                raise(
+                    Verdict::Critical,
+                    format!(
+                        "a restore to now would take about {} (critical after {})",
+                        human(rto),
+                        human(c)
+                    ),
+                );
+            } else if let Some(w) = t.rto_warning.filter(|w| rto > *w) {
+                raise(
+                    Verdict::Warning,
+                    format!(
+                        "a restore to now would take about {} (warning after {})",
+                        human(rto),
+                        human(w)
+                    ),
+                );
+            }
+        }
+        None => {
+            let unknown =
+                "the recovery time is unknown: no backup was proven (run `pgproof prove`)";
+            if t.rto_critical.is_some() {
+                raise(Verdict::Critical, unknown.into());
+            } else if t.rto_warning.is_some() {
+                raise(Verdict::Warning, unknown.into());
+            }
+        }
     }
     match facts.newest_proof {
         Some((_, false)) => raise(
@@ -253,6 +331,8 @@ mod tests {
             newest_proof: Some((Duration::from_secs(3 * H), true)),
             gaps: vec![],
             damaged_backups: vec![],
+            recovery_point: Some(Duration::from_secs(60)),
+            recovery_time: Some(Duration::from_secs(600)),
         }
     }
 
@@ -310,6 +390,39 @@ mod tests {
         assert_eq!(judge(&f, &strict).0, Verdict::Warning);
         f.newest_proof = Some((Duration::from_secs(H), false));
         assert_eq!(judge(&f, &Thresholds::default()).0, Verdict::Warning);
+    }
+
+    #[test]
+    fn recovery_objectives_count_only_when_asked_for() {
+        let mut f = healthy();
+        f.recovery_point = Some(Duration::from_secs(2 * H));
+        f.recovery_time = None;
+        assert_eq!(judge(&f, &Thresholds::default()).0, Verdict::Ok);
+        let objectives = Thresholds {
+            rpo_warning: Some(Duration::from_secs(300)),
+            rpo_critical: Some(Duration::from_secs(3 * H)),
+            rto_critical: Some(Duration::from_secs(H)),
+            ..Default::default()
+        };
+        let (v, why) = judge(&f, &objectives);
+        assert_eq!(v, Verdict::Critical);
+        assert_eq!(
+            why,
+            [
+                "WARNING: the recovery point is 2h: that much committed work would be lost now (warning after 5m)",
+                "CRITICAL: the recovery time is unknown: no backup was proven (run `pgproof prove`)",
+            ]
+        );
+        f.recovery_point = Some(Duration::ZERO);
+        f.recovery_time = Some(Duration::from_secs(2 * H));
+        let (v, why) = judge(&f, &objectives);
+        assert_eq!(v, Verdict::Critical);
+        assert_eq!(
+            why,
+            ["CRITICAL: a restore to now would take about 2h (critical after 1h)"]
+        );
+        f.recovery_time = Some(Duration::from_secs(10 * 60));
+        assert_eq!(judge(&f, &objectives), (Verdict::Ok, vec![]));
     }
 
     #[test]
