@@ -73,6 +73,30 @@ impl Proof {
 }
 
 #[cfg(test)]
+impl Proof {
+    /// A successful proof of `backup`, for the tests of what reads proofs.
+    pub fn sample(backup: &str, duration_secs: f64, timings: Option<ProofTimings>) -> Proof {
+        Proof {
+            format: super::identity::FORMAT_VERSION,
+            backup: backup.into(),
+            binding: "15-1".into(),
+            system_identifier: 1,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            duration_secs,
+            host: "h".into(),
+            pgproof_version: "0".into(),
+            server_version: "PostgreSQL 15".into(),
+            replayed_to_lsn: None,
+            replayed_to_wal: None,
+            succeeded: true,
+            checks: Vec::new(),
+            timings,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -82,28 +106,13 @@ mod tests {
         // stored proof fail its own checksum.
         for i in 0..2000u32 {
             let secs = f64::from(i) * 0.7315 + 1.0 / 3.0 + 1e-9 * f64::from(i);
-            let proof = Proof {
-                format: 1,
-                backup: "20261125T182907Z".into(),
-                binding: "15-1".into(),
-                system_identifier: 1,
-                started_at: Utc::now(),
-                finished_at: Utc::now(),
-                duration_secs: secs,
-                host: "h".into(),
-                pgproof_version: "0".into(),
-                server_version: "PostgreSQL 15".into(),
-                replayed_to_lsn: None,
-                replayed_to_wal: None,
-                succeeded: true,
-                checks: Vec::new(),
-                timings: Some(ProofTimings {
-                    restore_secs: secs,
-                    restored_bytes: u64::from(i) << 20,
-                    recovery_secs: secs / 3.0,
-                    replayed_bytes: u64::from(i) << 24,
-                }),
+            let timings = ProofTimings {
+                restore_secs: secs,
+                restored_bytes: u64::from(i) << 20,
+                recovery_secs: secs / 3.0,
+                replayed_bytes: u64::from(i) << 24,
             };
+            let proof = Proof::sample("20261125T182907Z", secs, Some(timings));
             let bytes = super::super::document::encode(&proof).unwrap();
             let back: Proof = super::super::document::decode(&bytes, "proof").unwrap();
             assert_eq!(back.duration_secs, secs);

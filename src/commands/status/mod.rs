@@ -275,7 +275,13 @@ async fn cluster_status(
         None => Default::default(),
     };
     let gaps: Vec<String> = since.gaps.iter().map(|g| g.to_string()).collect();
-    let wal = archive.newest_segment().await?.map(|n| WalStatus {
+    let newest_wal = archive.newest_segment().await?;
+    // Where a restore to the newest archived WAL ends.
+    let archived_end = newest_wal
+        .as_ref()
+        .and_then(|n| n.name.segment())
+        .map(|s| s.next(seg_size).start_lsn(seg_size));
+    let wal = newest_wal.map(|n| WalStatus {
         newest: n.name.to_string(),
         stored_at: n.stored_at,
         age_seconds: age(now, n.stored_at).as_secs(),
@@ -318,7 +324,14 @@ async fn cluster_status(
 
     let view = match server {
         Some(settings) => {
-            server_view::ask(settings, binding.system_identifier, &mut archive, seg_size).await
+            server_view::ask(
+                settings,
+                binding.system_identifier,
+                &mut archive,
+                seg_size,
+                archived_end,
+            )
+            .await
         }
         None => ServerView::NotAsked,
     };
@@ -326,16 +339,9 @@ async fn cluster_status(
         wal.as_ref().map(|w| Duration::from_secs(w.age_seconds)),
         &view,
     );
-    let archived_end = match archive.newest_segment().await? {
-        Some(n) => n
-            .name
-            .segment()
-            .map(|s| s.next(seg_size).start_lsn(seg_size).0),
-        None => None,
-    };
     let recovery_time = match (&newest_measured, backups.last()) {
         (Some(p), Some(newest)) => p.timings.as_ref().map(|t| {
-            let wal_bytes = archived_end.map_or(0, |end| end.saturating_sub(newest.start_lsn.0));
+            let wal_bytes = archived_end.map_or(0, |end| end.0.saturating_sub(newest.start_lsn.0));
             objectives::recovery_time(p, t, newest.size, wal_bytes)
         }),
         _ => None,

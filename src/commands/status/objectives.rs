@@ -144,23 +144,11 @@ mod tests {
             recovery_secs,
             replayed_bytes: replayed,
         };
-        let proof = Proof {
-            format: 6,
-            backup: "20261207T080000Z".into(),
-            binding: "15-1".into(),
-            system_identifier: 1,
-            started_at: chrono::Utc::now(),
-            finished_at: chrono::Utc::now(),
-            duration_secs: restore_secs + recovery_secs,
-            host: "h".into(),
-            pgproof_version: "0".into(),
-            server_version: "PostgreSQL 15".into(),
-            replayed_to_lsn: None,
-            replayed_to_wal: None,
-            succeeded: true,
-            checks: vec![],
-            timings: Some(timings),
-        };
+        let proof = Proof::sample(
+            "20261207T080000Z",
+            restore_secs + recovery_secs,
+            Some(timings),
+        );
         (proof, timings)
     }
 

@@ -4,17 +4,20 @@
 
 use super::objectives::ServerView;
 use crate::commands::cluster::LocalCluster;
+use crate::pg::lsn::Lsn;
 use crate::pg::walname::WalFileName;
 use crate::repo::wal_dirs::WalArchive;
 use crate::settings::Settings;
 
 /// Asks the server of the configured data directory, once it is proven to
-/// be the system the prefix is bound to.
+/// be the system the prefix is bound to. `archived_end` is where the
+/// binding's newest archived segment ends, whatever its timeline.
 pub async fn ask(
     settings: &Settings,
     bound_system: u64,
     archive: &mut WalArchive<'_>,
     segment_size: u64,
+    archived_end: Option<Lsn>,
 ) -> ServerView {
     let Some(pgdata) = &settings.pgdata else {
         return ServerView::NotAsked;
@@ -50,22 +53,19 @@ pub async fn ask(
         Err(e) => return ServerView::Unreachable(format!("{e}")),
     };
     let timeline = WalFileName::parse(&segment).map(|n| n.timeline()).ok();
-    let newest = match timeline {
+    let of_its_timeline = match timeline {
         Some(tli) => archive.newest_segment_of(tli).await,
         None => Ok(None),
     };
-    let newest = match newest {
-        Ok(Some(n)) => Ok(Some(n)),
-        Ok(None) => archive.newest_segment().await,
-        Err(e) => Err(e),
-    };
-    match newest {
+    match of_its_timeline {
         Ok(newest) => ServerView::Primary {
             reached: server.reached,
             flush_lsn,
+            // A timeline with nothing archived yet continues from its parent's.
             archived_end: newest
                 .and_then(|n| n.name.segment())
-                .map(|s| s.next(segment_size).start_lsn(segment_size)),
+                .map(|s| s.next(segment_size).start_lsn(segment_size))
+                .or(archived_end),
         },
         Err(e) => ServerView::Unreachable(format!("listing the archive: {e}")),
     }

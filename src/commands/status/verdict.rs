@@ -8,9 +8,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
+    #[default]
     Ok,
     Warning,
     Critical,
@@ -163,51 +164,77 @@ pub struct Facts {
     pub recovery_time: Option<Duration>,
 }
 
-pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
-    let mut verdict = Verdict::Ok;
-    let mut reasons = Vec::new();
-    let mut raise = |level: Verdict, why: String| {
-        verdict = verdict.max(level);
-        reasons.push(format!("{}: {why}", level.as_str()));
-    };
-    let mut age_check = |what: &str,
-                         age: Option<Duration>,
-                         warn: Option<Duration>,
-                         crit: Option<Duration>,
-                         missing: &str| {
-        match age {
-            None => raise(Verdict::Critical, missing.to_string()),
-            Some(age) => {
-                if let Some(c) = crit.filter(|c| age > *c) {
-                    raise(
-                        Verdict::Critical,
-                        format!("{what} is {} old (critical after {})", human(age), human(c)),
-                    );
-                } else if let Some(w) = warn.filter(|w| age > *w) {
-                    raise(
-                        Verdict::Warning,
-                        format!("{what} is {} old (warning after {})", human(age), human(w)),
-                    );
-                }
-            }
+/// The verdict so far and every reason for it.
+#[derive(Default)]
+struct Judgement {
+    verdict: Verdict,
+    reasons: Vec<String>,
+}
+
+impl Judgement {
+    fn raise(&mut self, level: Verdict, why: String) {
+        self.verdict = self.verdict.max(level);
+        self.reasons.push(format!("{}: {why}", level.as_str()));
+    }
+
+    /// A figure against its warning and critical thresholds; `says` words
+    /// the figure (given in words), the threshold passed is appended.
+    fn measure(
+        &mut self,
+        value: Duration,
+        warn: Option<Duration>,
+        crit: Option<Duration>,
+        says: impl Fn(&str) -> String,
+    ) {
+        let passed = match (crit.filter(|c| value > *c), warn.filter(|w| value > *w)) {
+            (Some(c), _) => Some((Verdict::Critical, "critical", c)),
+            (None, Some(w)) => Some((Verdict::Warning, "warning", w)),
+            (None, None) => None,
+        };
+        if let Some((level, name, threshold)) = passed {
+            let why = format!(
+                "{} ({name} after {})",
+                says(&human(value)),
+                human(threshold)
+            );
+            self.raise(level, why);
         }
-    };
-    age_check(
-        "the newest archived WAL",
-        facts.newest_wal_age,
-        t.wal_warning,
-        t.wal_critical,
-        "no WAL is archived",
-    );
-    age_check(
-        "the newest complete backup",
-        facts.newest_backup_age,
-        t.backup_warning,
-        t.backup_critical,
-        "there is no complete backup",
-    );
+    }
+
+    /// A figure that cannot be known: as bad as the strictest threshold
+    /// that asks for it, nothing when none does.
+    fn unknown(&mut self, warn: Option<Duration>, crit: Option<Duration>, why: &str) {
+        if crit.is_some() {
+            self.raise(Verdict::Critical, why.into());
+        } else if warn.is_some() {
+            self.raise(Verdict::Warning, why.into());
+        }
+    }
+}
+
+pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
+    let mut j = Judgement::default();
+    let aged = |what: &'static str| move |age: &str| format!("{what} is {age} old");
+    match facts.newest_wal_age {
+        Some(age) => j.measure(
+            age,
+            t.wal_warning,
+            t.wal_critical,
+            aged("the newest archived WAL"),
+        ),
+        None => j.raise(Verdict::Critical, "no WAL is archived".into()),
+    }
+    match facts.newest_backup_age {
+        Some(age) => j.measure(
+            age,
+            t.backup_warning,
+            t.backup_critical,
+            aged("the newest complete backup"),
+        ),
+        None => j.raise(Verdict::Critical, "there is no complete backup".into()),
+    }
     if !facts.gaps.is_empty() {
-        raise(
+        j.raise(
             Verdict::Critical,
             format!(
                 "the archive lacks WAL a restore needs: {}",
@@ -217,96 +244,43 @@ pub fn judge(facts: &Facts, t: &Thresholds) -> (Verdict, Vec<String>) {
     }
     // Not critical by itself: the newest usable backup is judged above.
     for d in &facts.damaged_backups {
-        raise(Verdict::Warning, format!("{d}; run `pgproof verify`"));
+        j.raise(Verdict::Warning, format!("{d}; run `pgproof verify`"));
     }
+    // Without archived WAL there is no recovery point to judge: that is
+    // CRITICAL above already.
     if let Some(rpo) = facts.recovery_point {
-        if let Some(c) = t.rpo_critical.filter(|c| rpo > *c) {
-            raise(
-                Verdict::Critical,
-                format!(
-                    "the recovery point is {}: that much committed work would be lost now (critical after {})",
-                    human(rpo),
-                    human(c)
-                ),
-            );
-        } else if let Some(w) = t.rpo_warning.filter(|w| rpo > *w) {
-            raise(
-                Verdict::Warning,
-                format!(
-                    "the recovery point is {}: that much committed work would be lost now (warning after {})",
-                    human(rpo),
-                    human(w)
-                ),
-            );
-        }
+        j.measure(rpo, t.rpo_warning, t.rpo_critical, |rpo| {
+            format!("the recovery point is {rpo}: that much committed work would be lost now")
+        });
     }
     match facts.recovery_time {
-        Some(rto) => {
-            if let Some(c) = t.rto_critical.filter(|c| rto > *c) {
-                raise(
-                    Verdict::Critical,
-                    format!(
-                        "a restore to now would take about {} (critical after {})",
-                        human(rto),
-                        human(c)
-                    ),
-                );
-            } else if let Some(w) = t.rto_warning.filter(|w| rto > *w) {
-                raise(
-                    Verdict::Warning,
-                    format!(
-                        "a restore to now would take about {} (warning after {})",
-                        human(rto),
-                        human(w)
-                    ),
-                );
-            }
-        }
-        None => {
-            let unknown =
-                "the recovery time is unknown: no backup was proven (run `pgproof prove`)";
-            if t.rto_critical.is_some() {
-                raise(Verdict::Critical, unknown.into());
-            } else if t.rto_warning.is_some() {
-                raise(Verdict::Warning, unknown.into());
-            }
-        }
+        Some(rto) => j.measure(rto, t.rto_warning, t.rto_critical, |rto| {
+            format!("a restore to now would take about {rto}")
+        }),
+        None => j.unknown(
+            t.rto_warning,
+            t.rto_critical,
+            "the recovery time is unknown: no backup was proven (run `pgproof prove`)",
+        ),
     }
     match facts.newest_proof {
-        Some((_, false)) => raise(
+        Some((_, false)) => j.raise(
             Verdict::Warning,
             "the newest proof failed; see `pgproof backup-list`".into(),
         ),
-        Some((age, true)) => {
-            if let Some(c) = t.proof_critical.filter(|c| age > *c) {
-                raise(
-                    Verdict::Critical,
-                    format!(
-                        "the newest proof is {} old (critical after {})",
-                        human(age),
-                        human(c)
-                    ),
-                );
-            } else if let Some(w) = t.proof_warning.filter(|w| age > *w) {
-                raise(
-                    Verdict::Warning,
-                    format!(
-                        "the newest proof is {} old (warning after {})",
-                        human(age),
-                        human(w)
-                    ),
-                );
-            }
-        }
-        None => {
-            if t.proof_critical.is_some() {
-                raise(Verdict::Critical, "no backup was ever proven".into());
-            } else if t.proof_warning.is_some() {
-                raise(Verdict::Warning, "no backup was ever proven".into());
-            }
-        }
+        Some((age, true)) => j.measure(
+            age,
+            t.proof_warning,
+            t.proof_critical,
+            aged("the newest proof"),
+        ),
+        None => j.unknown(
+            t.proof_warning,
+            t.proof_critical,
+            "no backup was ever proven",
+        ),
     }
-    (verdict, reasons)
+    (j.verdict, j.reasons)
 }
 
 /// `3h 12m`: ages to the minute (to the second under a minute).
