@@ -7,10 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes the completion script for `shell` to standard output.
-pub fn completions(shell: clap_complete::Shell) -> i32 {
+pub fn completions(shell: clap_complete::Shell) -> crate::commands::Outcome {
     let mut command = super::Cli::command();
     clap_complete::generate(shell, &mut command, "pgproof", &mut std::io::stdout());
-    0
+    crate::commands::Outcome::success("")
 }
 
 /// Writes `pgproof(1)` to standard output, or with `dir` the whole set:

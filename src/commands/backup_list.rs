@@ -3,10 +3,11 @@
 //! manifest neither hides the others nor passes for a usable backup.
 
 use super::cluster::open_repository;
+use crate::commands::Outcome;
 use crate::error::Result;
 use crate::repo::chain::chain_in;
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -59,6 +60,14 @@ struct ProofRow {
     finished_at: String,
     duration_secs: f64,
     replayed_to_lsn: Option<String>,
+}
+
+pub async fn invoke(over: &Overrides, json: bool) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::PgdataEnv)?;
+        run(&settings, json).await
+    };
+    Outcome::of(result.await)
 }
 
 pub async fn run(settings: &Settings, json: bool) -> Result<String> {

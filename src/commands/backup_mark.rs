@@ -2,8 +2,17 @@
 //! complete backup from retention, or lifts the exemption.
 
 use super::cluster::open_repository;
+use crate::commands::Outcome;
 use crate::error::{Error, ErrorKind, Result};
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
+
+pub async fn invoke(over: &Overrides, name: &str, permanent: bool) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::PgdataEnv)?;
+        run(&settings, name, permanent).await
+    };
+    Outcome::of(result.await.map(|()| String::new()))
+}
 
 pub async fn run(settings: &Settings, name: &str, permanent: bool) -> Result<()> {
     let repo = open_repository(settings)?;

@@ -9,13 +9,14 @@
 
 use super::archiver;
 use super::cluster::{LocalCluster, VerifiedServer, announce, open_repository};
+use crate::commands::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::walname::WalFileName;
 use crate::repo::Repository;
 use crate::repo::identity::Binding;
 use crate::repo::wal::WalListings;
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings, parse_duration};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -60,6 +61,23 @@ impl Steps {
             }
         }
     }
+}
+
+/// `pgproof check`: each step is printed as it completes; the first failed
+/// step's status is the command's. Settings that do not resolve are a
+/// failed first step, reported as the others are.
+pub async fn invoke(over: &Overrides, archive_timeout: &str) -> Outcome {
+    let result = async {
+        let opts = CheckOptions {
+            archive_timeout: parse_duration(archive_timeout)?,
+        };
+        run(
+            Settings::resolve(over, None, PgdataFallback::PgdataEnv),
+            &opts,
+        )
+        .await
+    };
+    Outcome::of(result.await.map(|()| String::new()))
 }
 
 pub async fn run(settings: Result<Settings>, opts: &CheckOptions) -> Result<()> {

@@ -8,6 +8,7 @@
 
 use super::archiver;
 use super::cluster::LocalCluster;
+use crate::commands::Outcome;
 use crate::error::Result;
 use crate::pg::discovery::{self, DebianCluster};
 use crate::pg::pidfile::PostmasterPid;
@@ -60,6 +61,22 @@ struct Candidate {
     configured_as: Option<String>,
     debian: Option<DebianCluster>,
     pid: Option<u32>,
+}
+
+/// `pgproof clusters`: the report, and status 1 when any cluster is not
+/// protected, so that a provisioning script can stop on it.
+pub async fn invoke(over: &Overrides, json: bool, stale_after: &str) -> Outcome {
+    let result = async {
+        let opts = ClustersOptions {
+            json,
+            stale_after: settings::parse_duration(stale_after)?,
+        };
+        run(over, &opts).await
+    };
+    match result.await {
+        Ok(report) => Outcome::report(report.text, if report.all_protected { 0 } else { 1 }),
+        Err(e) => Outcome::failure(e),
+    }
 }
 
 pub async fn run(over: &Overrides, opts: &ClustersOptions) -> Result<ClustersReport> {

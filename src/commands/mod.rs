@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod delete;
 pub mod interrupt;
 pub mod locks;
+mod outcome;
 pub mod prove;
 pub mod rebind;
 pub mod restore;
@@ -20,6 +21,7 @@ pub mod wal_fetch;
 pub mod wal_push;
 
 pub use cluster::open_repository;
+pub use outcome::Outcome;
 
 /// A path as given, made absolute against the working directory (which is
 /// PGDATA when PostgreSQL runs pgproof).

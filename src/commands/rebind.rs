@@ -9,9 +9,11 @@
 //! right after pg_upgrade the new server may not be running yet.
 
 use super::cluster::{LocalCluster, open_repository};
+use crate::commands::Outcome;
 use crate::error::Result;
 use crate::repo::identity::Binding;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
+use std::path::PathBuf;
 
 pub struct RebindOptions {
     pub confirm: bool,
@@ -21,7 +23,7 @@ pub struct RebindOptions {
 
 /// What rebind found, and did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Rebinding {
     /// The prefix holds nothing yet: the first push will bind it.
     NothingBound,
     AlreadyBound,
@@ -30,7 +32,16 @@ pub enum Outcome {
     Rebound,
 }
 
-pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Outcome> {
+/// `pgproof rebind`: what it found and did is logged; nothing is printed.
+pub async fn invoke(over: &Overrides, pgdata: Option<PathBuf>, opts: RebindOptions) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, pgdata, PgdataFallback::PgdataEnv)?;
+        run(&settings, &opts).await
+    };
+    Outcome::of(result.await.map(|_| String::new()))
+}
+
+pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Rebinding> {
     let local = LocalCluster::open(settings)?;
     let repo = open_repository(settings)?;
     let Some(record) = repo.load_record().await? else {
@@ -39,7 +50,7 @@ pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Outcome> {
             repo.describe(),
             local.describe()
         );
-        return Ok(Outcome::NothingBound);
+        return Ok(Rebinding::NothingBound);
     };
     let current = record.current().clone();
     if current.is_system(local.control.system_identifier, local.control.major) {
@@ -48,7 +59,7 @@ pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Outcome> {
             repo.describe(),
             local.describe()
         );
-        return Ok(Outcome::AlreadyBound);
+        return Ok(Rebinding::AlreadyBound);
     }
     let reason = opts
         .reason
@@ -83,7 +94,7 @@ pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Outcome> {
             "dry run: nothing was changed; run again with --confirm to rebind. Afterwards WAL and backups of system {} are refused here",
             current.system_identifier
         );
-        return Ok(Outcome::WouldRebind);
+        return Ok(Rebinding::WouldRebind);
     }
     let updated = repo.append_binding(&current, next.clone()).await?;
     tracing::info!(
@@ -99,7 +110,7 @@ pub async fn run(settings: &Settings, opts: &RebindOptions) -> Result<Outcome> {
         "next: take a base backup now (pgproof backup-push): until one exists, system {} cannot be restored from this repository",
         next.system_identifier
     );
-    Ok(Outcome::Rebound)
+    Ok(Rebinding::Rebound)
 }
 
 /// "system 7712… (PostgreSQL 15, bound 2026-11-25 14:02:07 UTC from db1:/var/lib/postgresql/15/main)"

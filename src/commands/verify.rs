@@ -10,6 +10,7 @@
 use super::cluster::open_repository;
 use super::wal_fetch::check_segment_identity;
 use crate::codec::Compression;
+use crate::commands::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::history::{TimelineSwitch, parse_backup_history, parse_timeline_history};
 use crate::pg::walheader::SegmentHeader;
@@ -22,7 +23,7 @@ use crate::repo::wal::StoredWal;
 use crate::repo::wal_claim::ListedClaim;
 use crate::repo::{Repository, layout};
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub struct VerifyOptions {
 }
 
 /// What verify found: the text to print and how many problems it lists.
-pub struct Outcome {
+pub struct Findings {
     pub text: String,
     pub problems: usize,
 }
@@ -68,7 +69,27 @@ impl Tally {
     }
 }
 
-pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
+/// `pgproof verify`: the findings are printed; any problem fails the
+/// command with the corruption status, whatever else went right.
+pub async fn invoke(over: &Overrides, opts: VerifyOptions) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::PgdataEnv)?;
+        run(&settings, &opts).await
+    };
+    match result.await {
+        Ok(found) if found.problems == 0 => Outcome::success(found.text),
+        Ok(found) => Outcome::report_failing(
+            found.text,
+            Error::corrupt(format!(
+                "verify found {} problem(s); each is listed above",
+                found.problems
+            )),
+        ),
+        Err(e) => Outcome::failure(e),
+    }
+}
+
+pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Findings> {
     let started = Instant::now();
     let repo = open_repository(settings)?;
     tracing::info!(
@@ -149,7 +170,7 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<Outcome> {
         tally.problems.len(),
         if tally.problems.len() == 1 { "" } else { "s" },
     );
-    Ok(Outcome {
+    Ok(Findings {
         text,
         problems: tally.problems.len(),
     })

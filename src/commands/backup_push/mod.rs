@@ -14,6 +14,7 @@ mod kind;
 mod offline;
 mod parallel;
 mod parts;
+mod request;
 mod tar_entry;
 mod walk;
 
@@ -56,6 +57,7 @@ pub struct BackupPushOptions {
 }
 
 pub use kind::KindChoice;
+pub use request::{BackupPushRequest, invoke};
 
 pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String> {
     let started = Instant::now();

@@ -11,11 +11,12 @@ pub mod plan;
 
 use super::cluster::open_repository;
 use super::locks;
+use crate::commands::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::lock::Judged;
 use crate::repo::{Repository, layout};
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings, parse_age};
 use futures::StreamExt;
 use plan::{Damaged, Inventory, Plan, Rule};
 use serde::Serialize;
@@ -37,6 +38,48 @@ pub struct DeleteOptions {
 
 /// A day: no backup-push runs that long without completing its uploads.
 pub const DEFAULT_UNFINISHED_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// What the command line asks of delete, as given.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub rule: RuleRequest,
+    pub confirm: bool,
+    pub json: bool,
+    pub unfinished_age: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleRequest {
+    Retain(usize),
+    /// A backup name or a time, told apart by [`parse_when`].
+    Before(String),
+}
+
+impl DeleteRequest {
+    fn options(&self) -> Result<DeleteOptions> {
+        Ok(DeleteOptions {
+            rule: match &self.rule {
+                RuleRequest::Retain(count) => Rule::Retain(*count),
+                RuleRequest::Before(when) => parse_when(when)?,
+            },
+            confirm: self.confirm,
+            json: self.json,
+            unfinished_age: match &self.unfinished_age {
+                Some(age) => parse_age(age)?,
+                None => DEFAULT_UNFINISHED_AGE,
+            },
+        })
+    }
+}
+
+/// `pgproof delete`: prints the plan, and with --confirm what was deleted.
+pub async fn invoke(over: &Overrides, request: DeleteRequest) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::PgdataEnv)?;
+        run(&settings, &request.options()?).await
+    };
+    Outcome::of(result.await)
+}
 
 /// `WHEN` as given to `delete before`: a backup's name, or a time as restore takes it.
 pub fn parse_when(when: &str) -> Result<Rule> {

@@ -11,6 +11,7 @@
 mod all;
 mod archive_end;
 mod checks;
+mod request;
 mod scratch;
 mod server;
 
@@ -28,6 +29,7 @@ use crate::report;
 use crate::settings::Settings;
 pub use all::{AllOutcome, run_all};
 use checks::check;
+pub use request::{ProveRequest, invoke};
 use scratch::{Scratch, ServerUser};
 use server::{ProvingServer, Recovery};
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ mod compose;
 mod configure;
 mod disk;
 mod durable;
+mod request;
 pub(crate) mod select;
 mod unfinished;
 
@@ -17,6 +18,7 @@ use crate::repo::manifest::Manifest;
 use crate::report;
 use crate::settings::Settings;
 pub use disk::WriteMode;
+pub use request::{RestoreRequest, invoke, parse_tablespace_move};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 
 pub mod objectives;
 mod render;
+mod request;
 mod server_view;
 pub mod verdict;
 
@@ -18,6 +19,7 @@ use crate::settings::{
 };
 use chrono::{DateTime, Utc};
 use objectives::{RecoveryPoint, RecoveryTime, ServerView};
+pub use request::{StatusRequest, invoke};
 use serde::Serialize;
 use std::time::Duration;
 pub use verdict::{ThresholdLayer, ThresholdRules, Thresholds, Verdict};

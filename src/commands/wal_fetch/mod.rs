@@ -12,6 +12,7 @@ mod spool;
 pub use prefetch::run_prefetcher;
 
 use super::cluster::open_repository;
+use crate::commands::Outcome;
 use crate::error::{Error, Result};
 use crate::pg::control::ControlFile;
 use crate::pg::walheader::SegmentHeader;
@@ -19,7 +20,7 @@ use crate::pg::walname::WalFileName;
 use crate::repo::Repository;
 use crate::repo::identity::Binding;
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
 use spool::Spool;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,30 @@ fn in_standby_mode(settings: &Settings) -> bool {
         .pgdata
         .as_ref()
         .is_some_and(|p| p.value.join("standby.signal").exists())
+}
+
+/// `pgproof wal-fetch`, run by PostgreSQL as restore_command, whose exit
+/// status tells recovery whether to go on, wait or stop.
+pub async fn invoke(over: &Overrides, opts: WalFetchOptions) -> Outcome {
+    let settings = match Settings::resolve(over, None, PgdataFallback::WorkingDirectory) {
+        Ok(s) => s,
+        // Without settings we cannot know whether this is a standby:
+        // stopping recovery is the safe answer.
+        Err(e) => return Outcome::failure_with_exit(e, EXIT_STOP_RECOVERY),
+    };
+    match run(&settings, &opts).await {
+        Ok(fetched) => Outcome::report("", fetched.into()),
+        Err(e) => Outcome::failure_with_exit(e, failure_exit_code(&settings)),
+    }
+}
+
+/// `pgproof wal-prefetch` (internal, started by wal-fetch in the data directory).
+pub async fn invoke_prefetcher(over: &Overrides, after: &str) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::WorkingDirectory)?;
+        run_prefetcher(&settings, after).await
+    };
+    Outcome::of(result.await.map(|()| String::new()))
 }
 
 pub async fn run(settings: &Settings, opts: &WalFetchOptions) -> Result<Fetched> {

@@ -7,6 +7,7 @@ mod marker;
 
 use super::cluster::{LocalCluster, bind_or_refuse, open_repository};
 use crate::codec::{Compression, ContentHasher};
+use crate::commands::Outcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::history::{parse_backup_history, parse_timeline_history};
 use crate::pg::walheader::SegmentHeader;
@@ -14,7 +15,7 @@ use crate::pg::walname::WalFileName;
 use crate::repo::identity::Binding;
 use crate::repo::wal::{self, Archived, Packed, WalListings};
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Overrides, PgdataFallback, Settings};
 use futures::StreamExt;
 use marker::Markers;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,16 @@ pub struct WalPushOptions {
 /// Memory the look-ahead may hold: segments are read whole, so fewer are
 /// pushed ahead when segments are large.
 const PUSH_AHEAD_MEMORY: u64 = 256 << 20;
+
+/// `pgproof wal-push`, run by PostgreSQL in the data directory, which is
+/// therefore the cluster's when nothing else names it.
+pub async fn invoke(over: &Overrides, opts: WalPushOptions) -> Outcome {
+    let result = async {
+        let settings = Settings::resolve(over, None, PgdataFallback::WorkingDirectory)?;
+        run(&settings, &opts).await
+    };
+    Outcome::of(result.await.map(|()| String::new()))
+}
 
 pub async fn run(settings: &Settings, opts: &WalPushOptions) -> Result<()> {
     let started = Instant::now();
