@@ -51,7 +51,7 @@ impl<T> Sourced<T> {
 }
 
 /// The configuration file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub repo: Option<String>,
@@ -286,7 +286,18 @@ impl Settings {
         pgdata_arg: Option<PathBuf>,
         fallback: PgdataFallback,
     ) -> Result<Settings> {
-        let (file, config_file) = load_file(over.config.as_ref())?;
+        let loaded = load_file(over.config.as_ref())?;
+        Settings::resolve_with(over, loaded, pgdata_arg, fallback)
+    }
+
+    /// Like `resolve`, with the configuration file already read (or, for
+    /// `enable --write-config`, one that is still to be created).
+    pub fn resolve_with(
+        over: &Overrides,
+        (file, config_file): (FileConfig, Option<PathBuf>),
+        pgdata_arg: Option<PathBuf>,
+        fallback: PgdataFallback,
+    ) -> Result<Settings> {
         let file_origin = || Origin::File(config_file.clone().unwrap_or_default());
 
         let mut pgdata: Option<Sourced<PathBuf>> = pgdata_arg
@@ -514,7 +525,9 @@ fn retry_policy(
     })
 }
 
-fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
+/// The configuration file flags or the environment name (else the default
+/// one when it exists), parsed, and its path.
+pub fn load_file(explicit: Option<&Sourced<PathBuf>>) -> Result<(FileConfig, Option<PathBuf>)> {
     let path = match explicit {
         Some(p) => p.value.clone(),
         None => {

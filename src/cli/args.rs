@@ -167,6 +167,31 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Turn on archiving of a cluster through pgproof; a dry run unless --confirm
+    ///
+    /// Proves the cluster's identity, checks that the repository prefix is
+    /// empty or this system's, and shows the exact archive_mode and
+    /// archive_command (bound to this cluster's name and repository). With
+    /// --confirm: ALTER SYSTEM and a reload, then `check`. Exits 15 when
+    /// archive_mode waits for a restart that --restart did not ask for.
+    Enable {
+        /// The cluster's data directory [default: the configured one, else $PGDATA]
+        pgdata: Option<PathBuf>,
+        /// Change the settings (without it, only show what would change)
+        #[arg(long)]
+        confirm: bool,
+        /// Restart the server when archive_mode needs it (pg_ctlcluster for
+        /// a Debian cluster, else pg_ctl as the data directory's owner)
+        #[arg(long, requires = "confirm")]
+        restart: bool,
+        /// Write the cluster's [clusters.NAME] section into FILE, or extend it
+        /// [default: the --config file, else /etc/pgproof/pgproof.toml]
+        #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+        write_config: Option<Option<PathBuf>>,
+        /// How long the check's forced WAL segment may take to reach the repository
+        #[arg(long, default_value = "60s", value_name = "DURATION")]
+        archive_timeout: String,
+    },
     /// Mark a backup permanent (exempt from `delete`), or lift the mark
     BackupMark {
         /// Backup name, as backup-list shows it
@@ -400,6 +425,7 @@ impl Command {
             Command::Clusters { .. } => "clusters",
             Command::BackupMark { .. } => "backup-mark",
             Command::Rebind { .. } => "rebind",
+            Command::Enable { .. } => "enable",
             Command::Delete { .. } => "delete",
             Command::Verify { .. } => "verify",
             Command::Prove { .. } => "prove",

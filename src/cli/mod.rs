@@ -10,7 +10,7 @@ mod reference;
 pub use args::{Cli, Command, DeleteRule};
 
 use crate::commands::{
-    Outcome, backup_list, backup_mark, backup_push, check, clusters, delete, prove, rebind,
+    Outcome, backup_list, backup_mark, backup_push, check, clusters, delete, enable, prove, rebind,
     restore, status, verify, wal_fetch, wal_push,
 };
 use crate::report::{self, Verbosity};
@@ -169,6 +169,22 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> Outcome {
             confirm,
             reason,
         } => rebind::invoke(&over, pgdata, rebind::RebindOptions { confirm, reason }).await,
+        Command::Enable {
+            pgdata,
+            confirm,
+            restart,
+            write_config,
+            archive_timeout,
+        } => {
+            let request = enable::EnableRequest {
+                pgdata,
+                confirm,
+                restart,
+                write_config,
+                archive_timeout,
+            };
+            enable::invoke(&over, request).await
+        }
         Command::Delete {
             rule,
             confirm,

@@ -21,6 +21,22 @@ pub struct ArchiverCall {
     pub env: Vec<(String, String)>,
 }
 
+/// pgproof's global flags that take a value, other than the four `parse`
+/// keeps (a unit test holds this list to the command line's definitions).
+const VALUE_FLAGS: &[&str] = &[
+    "--compression",
+    "--timeout",
+    "--retries",
+    "--retry-deadline",
+    "--pghost",
+    "--pgport",
+    "--push-ahead",
+    "--prefetch",
+    "--pg-bindir",
+    "--progress",
+    "--progress-interval",
+];
+
 /// Why an archive_command is not a pgproof call, in an operator's words.
 pub fn parse(command: &str) -> Result<ArchiverCall, String> {
     let command = command.trim();
@@ -68,6 +84,12 @@ pub fn parse(command: &str) -> Result<ArchiverCall, String> {
                     i += 1;
                     *slot = args.get(i).cloned();
                 }
+            }
+        } else if VALUE_FLAGS.contains(&flag) {
+            // Its value is the next word, which is not the subcommand
+            // (`--timeout 30s wal-push %p`).
+            if inline.is_none() {
+                i += 1;
             }
         } else if !a.starts_with('-') {
             if subcommand.is_none() {
@@ -188,6 +210,48 @@ mod tests {
         assert_eq!(call.env, vec![("PGPROOF_REPO".into(), "s3://b/p".into())]);
         let call = parse("env PGPROOF_CLUSTER=a pgproof -q wal-push %p").unwrap();
         assert_eq!(call.env, vec![("PGPROOF_CLUSTER".into(), "a".into())]);
+    }
+
+    #[test]
+    fn a_flag_value_is_not_the_subcommand() {
+        for cmd in [
+            "pgproof --timeout 30s wal-push %p",
+            "pgproof --cluster x --retries 3 wal-push %p",
+            "pgproof --timeout=30s --pgport 5433 -q wal-push %p",
+            "pgproof --progress off --compression lz4 wal-push %p",
+        ] {
+            let call = parse(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(call.program, "pgproof");
+        }
+        assert_eq!(
+            parse("pgproof --cluster x wal-push %p")
+                .unwrap()
+                .cluster
+                .as_deref(),
+            Some("x")
+        );
+        let err = parse("pgproof --timeout 30s wal-fetch %f %p").unwrap_err();
+        assert!(err.contains("not `wal-push`"), "{err}");
+    }
+
+    #[test]
+    fn every_global_flag_with_a_value_is_known() {
+        use clap::CommandFactory;
+        let kept = ["--cluster", "--repo", "--config", "--pgdata"];
+        let command = crate::cli::Cli::command();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let takes_value = arg.get_action().takes_values();
+            let flag = format!("--{long}");
+            if arg.is_global_set() && takes_value {
+                assert!(
+                    kept.contains(&flag.as_str()) || VALUE_FLAGS.contains(&flag.as_str()),
+                    "{flag} takes a value: add it to VALUE_FLAGS"
+                );
+            } else {
+                assert!(!VALUE_FLAGS.contains(&flag.as_str()), "{flag}");
+            }
+        }
     }
 
     #[test]

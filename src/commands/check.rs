@@ -245,7 +245,10 @@ async fn probe_repository(repo: &Repository) -> Result<()> {
     repo.probe(&token).await
 }
 
-async fn check_binding(repo: &Repository, local: &LocalCluster) -> Result<Option<Binding>> {
+pub(crate) async fn check_binding(
+    repo: &Repository,
+    local: &LocalCluster,
+) -> Result<Option<Binding>> {
     let Some(record) = repo.load_record().await? else {
         return Ok(None);
     };

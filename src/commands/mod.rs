@@ -9,6 +9,7 @@ pub mod check;
 pub mod cluster;
 pub mod clusters;
 pub mod delete;
+pub mod enable;
 pub mod interrupt;
 pub mod locks;
 mod outcome;
