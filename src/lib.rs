@@ -13,6 +13,7 @@ pub mod error;
 pub mod pg;
 pub mod process;
 pub mod progress;
+pub mod rate;
 pub mod repo;
 pub mod report;
 pub mod settings;

@@ -69,6 +69,9 @@ pub struct FileConfig {
     pub backup_type: Option<String>,
     /// With `backup_type = "incremental"`: a full when the newest is older.
     pub full_every: Option<String>,
+    /// backup-push: bytes per second read at most (`50MB`, `0`).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub max_rate: Option<String>,
     /// `status` thresholds for every cluster.
     pub status: Option<StatusThresholdsConfig>,
     #[serde(default)]
@@ -166,6 +169,8 @@ pub struct ClusterConfig {
     pub pg_bindir: Option<String>,
     pub backup_type: Option<String>,
     pub full_every: Option<String>,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub max_rate: Option<String>,
     /// `status` thresholds for this cluster, over the `[status]` table's.
     pub status: Option<StatusThresholdsConfig>,
 }
@@ -238,6 +243,8 @@ pub struct Settings {
     /// environment come first.
     pub backup_type: Option<Sourced<String>>,
     pub full_every: Option<Sourced<String>>,
+    /// The configuration file's `max_rate`, unparsed, like `backup_type`.
+    pub max_rate: Option<Sourced<String>>,
     pub config_file: Option<PathBuf>,
 }
 
@@ -417,6 +424,11 @@ impl Settings {
                 .and_then(|s| s.full_every.clone())
                 .or_else(|| file.full_every.clone())
                 .map(|t| Sourced::new(t, file_origin())),
+            max_rate: section
+                .as_ref()
+                .and_then(|s| s.max_rate.clone())
+                .or_else(|| file.max_rate.clone())
+                .map(|t| Sourced::new(t, file_origin())),
             config_file,
         })
     }
@@ -475,6 +487,23 @@ pub fn configured_clusters(
 ) -> Result<(BTreeMap<String, ClusterConfig>, Option<PathBuf>)> {
     let (file, path) = load_file(over.config.as_ref())?;
     Ok((file.clusters, path))
+}
+
+/// A key that takes text or a bare number (`max_rate = 0`), as text, so
+/// that its own parser, not TOML's type error, says what is wrong with it.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
+        TextOrNumber::Text(t) => t,
+        TextOrNumber::Integer(n) => n.to_string(),
+        TextOrNumber::Float(x) => x.to_string(),
+    }))
 }
 
 /// The repository URL chosen, parsed; an error naming where a bad one came from.
@@ -795,6 +824,24 @@ mod tests {
 
         let missing = with_config(Path::new("/nonexistent/pgproof.toml"));
         assert!(Settings::resolve(&missing, None, PgdataFallback::PgdataEnv).is_err());
+    }
+
+    #[test]
+    fn max_rate_comes_from_the_section_then_the_top_level() {
+        let (_d, path) = write_config(
+            "repo = \"file:///r\"\nmax_rate = \"50MB\"\n[clusters.old]\nmax_rate = 0\n[clusters.new]\n",
+        );
+        let mut over = with_config(&path);
+        over.cluster = Some(Sourced::new("old".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        let rate = s.max_rate.unwrap();
+        assert_eq!(
+            (rate.value.as_str(), rate.origin),
+            ("0", Origin::File(path.clone()))
+        );
+        over.cluster = Some(Sourced::new("new".into(), Origin::Flag("--cluster")));
+        let s = Settings::resolve(&over, None, PgdataFallback::PgdataEnv).unwrap();
+        assert_eq!(s.max_rate.unwrap().value, "50MB");
     }
 
     #[test]

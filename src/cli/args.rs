@@ -151,6 +151,11 @@ pub enum Command {
         /// older than this (7d; 0 never) [default: the configuration file's full_every, else 0]
         #[arg(long, env = "PGPROOF_FULL_EVERY", value_name = "AGE")]
         full_every: Option<String>,
+        /// Read the data directory at most this fast, in bytes per second
+        /// over all parts together: 50MB (10^6), 10MiB (2^20), 200M, 1GB; 0 or
+        /// off for no limit [default: the configuration file's max_rate, else none]
+        #[arg(long, env = "PGPROOF_MAX_RATE", value_name = "RATE")]
+        max_rate: Option<String>,
     },
     /// Hand the cluster's prefix to its new system after pg_upgrade or a new
     /// initdb; a dry run unless --confirm

@@ -116,7 +116,18 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> Outcome {
             offline,
             backup_type,
             full_every,
+            max_rate,
         } => {
+            let max_rate = max_rate.map(|r| {
+                let origin = subcommand_origin(
+                    matches,
+                    "backup-push",
+                    "max_rate",
+                    "--max-rate",
+                    "PGPROOF_MAX_RATE",
+                );
+                Sourced::new(r, origin)
+            });
             let request = backup_push::BackupPushRequest {
                 pgdata,
                 fast,
@@ -128,6 +139,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> Outcome {
                 offline,
                 backup_type,
                 full_every,
+                max_rate,
             };
             backup_push::invoke(&over, request).await
         }
@@ -216,7 +228,11 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> Outcome {
             sql_database,
             jobs,
         } => {
-            over.scratch = scratch.map(|s| Sourced::new(s, scratch_origin(matches)));
+            over.scratch = scratch.map(|s| {
+                let origin =
+                    subcommand_origin(matches, "prove", "scratch", "--scratch", "PGPROOF_SCRATCH");
+                Sourced::new(s, origin)
+            });
             let request = prove::ProveRequest {
                 backup,
                 all,
@@ -274,13 +290,20 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> Outcome {
     }
 }
 
-/// `--scratch` is prove's own flag, with a variable of its own.
-fn scratch_origin(matches: &ArgMatches) -> Origin {
+/// Where a subcommand's own flag with a variable of its own (prove's
+/// `--scratch`, backup-push's `--max-rate`) took its value from.
+fn subcommand_origin(
+    matches: &ArgMatches,
+    subcommand: &str,
+    id: &str,
+    flag: &'static str,
+    env: &'static str,
+) -> Origin {
     let source = matches
-        .subcommand_matches("prove")
-        .and_then(|m| m.value_source("scratch"));
+        .subcommand_matches(subcommand)
+        .and_then(|m| m.value_source(id));
     match source {
-        Some(ValueSource::EnvVariable) => Origin::Env("PGPROOF_SCRATCH"),
-        _ => Origin::Flag("--scratch"),
+        Some(ValueSource::EnvVariable) => Origin::Env(env),
+        _ => Origin::Flag(flag),
     }
 }

@@ -10,6 +10,7 @@
 use super::parallel::{Cancel, cancelled_io};
 use super::parts::{How, PageChecker};
 use super::tar_entry;
+use super::throttle::Throttle;
 use super::walk::SourceFile;
 use crate::codec::frames::FrameWriter;
 use crate::codec::{ContentChecksum, ContentHasher};
@@ -21,7 +22,6 @@ use crate::repo::manifest::{BadPage, FileEntry, LayerKind, Manifest, ParentRef};
 use crate::repo::path_bytes::PathBytes;
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// Bytes read at once: small enough to stay in the CPU's cache until
@@ -110,6 +110,7 @@ pub struct ChangedBlocks<'a> {
     pub block_size: u32,
     pub seed: u64,
     pub parent: Vec<Option<u64>>,
+    pub throttle: Throttle<'a>,
 }
 
 /// What comparing found and stored.
@@ -191,7 +192,14 @@ impl ChangedBlocks<'_> {
         on_progress: &(dyn Fn(u64) + Sync),
     ) -> std::io::Result<Hashed> {
         let bs = self.block_size as usize;
-        let all = hash_blocks(self.file, self.blocks, bs, self.seed, cancel, on_progress)?;
+        let all = hash_blocks(
+            self.file,
+            self.blocks,
+            bs,
+            self.seed,
+            (cancel, self.throttle),
+            on_progress,
+        )?;
         let changed = all
             .iter()
             .enumerate()
@@ -226,7 +234,7 @@ impl ChangedBlocks<'_> {
                 return Err(cancelled_io());
             }
             chunk.resize(numbers.len() * bs, 0);
-            read_blocks(self.file, numbers, bs, chunk)?;
+            read_blocks(self.file, numbers, bs, chunk, self.throttle)?;
             for (&n, page) in numbers.iter().zip(chunk.chunks_exact(bs)) {
                 let hash = block_hash(page, self.seed);
                 all[n as usize] = hash;
@@ -267,6 +275,7 @@ fn read_blocks(
     numbers: &[u32],
     bs: usize,
     buf: &mut [u8],
+    throttle: Throttle<'_>,
 ) -> std::io::Result<()> {
     let mut i = 0;
     while i < numbers.len() {
@@ -275,7 +284,7 @@ fn read_blocks(
             run += 1;
         }
         let offset = u64::from(numbers[i]) * bs as u64;
-        read_at_or_zeros(file, &mut buf[i * bs..(i + run) * bs], offset)?;
+        read_at_or_zeros(file, &mut buf[i * bs..(i + run) * bs], offset, throttle)?;
         i += run;
     }
     Ok(())
@@ -293,7 +302,7 @@ fn hash_blocks(
     blocks: u64,
     bs: usize,
     seed: u64,
-    cancel: &Cancel,
+    (cancel, throttle): (&Cancel, Throttle<'_>),
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> std::io::Result<Vec<u64>> {
     let mut hashes = vec![0u64; blocks as usize];
@@ -305,7 +314,7 @@ fn hash_blocks(
                 return Err(cancelled_io());
             }
             let piece = &mut buf[..out.len() * bs];
-            read_at_or_zeros(file, piece, first as u64 * bs as u64)?;
+            read_at_or_zeros(file, piece, first as u64 * bs as u64, throttle)?;
             for (slot, page) in out.iter_mut().zip(piece.chunks_exact(bs)) {
                 *slot = block_hash(page, seed);
             }
@@ -342,10 +351,15 @@ fn hash_blocks(
 
 /// Fills `buf` from `offset`; past the end of a file that shrank while it
 /// was read, zeros (WAL replay from the backup's start accounts for it).
-fn read_at_or_zeros(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+fn read_at_or_zeros(
+    file: &std::fs::File,
+    buf: &mut [u8],
+    offset: u64,
+    throttle: Throttle<'_>,
+) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+        match throttle.read_at(file, &mut buf[done..], offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -359,13 +373,18 @@ fn read_at_or_zeros(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::i
 /// Whether the file's first `len` bytes have `checksum` (read at offsets,
 /// leaving the file's position for a whole copy). A read error says no:
 /// the copy that follows reports it.
-pub fn unchanged(file: &std::fs::File, len: u64, checksum: &ContentChecksum) -> bool {
+pub fn unchanged(
+    file: &std::fs::File,
+    len: u64,
+    checksum: &ContentChecksum,
+    throttle: Throttle<'_>,
+) -> bool {
     let mut hasher = ContentHasher::like(checksum);
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < len {
         let want = buf.len().min((len - at) as usize);
-        match file.read_at(&mut buf[..want], at) {
+        match throttle.read_at(file, &mut buf[..want], at) {
             Ok(0) => return false,
             Ok(n) => {
                 hasher.update(&buf[..n]);

@@ -6,6 +6,7 @@
 use super::incremental::{self, Base};
 use super::parallel::{Cancel, cancelled_io};
 use super::tar_entry;
+use super::throttle::Throttle;
 use super::walk::SourceFile;
 use crate::codec::checksum::Blocks;
 use crate::codec::frames::{CompressPool, FrameWriter};
@@ -14,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pg::datadir;
 use crate::pg::lsn::Lsn;
 use crate::pg::page;
+use crate::rate::Limiter;
 use crate::repo::block_hashes::{HashObjectWriter, block_hash};
 use crate::repo::path_bytes::PathBytes;
 use std::io::{Read, Write};
@@ -303,6 +305,8 @@ pub struct Sources<'a> {
     pub seed: u64,
     /// The backup an incremental is based on; `None` for a full.
     pub base: Option<&'a Base>,
+    /// `--max-rate`, shared by every part.
+    pub limiter: Option<&'a Limiter>,
 }
 
 /// Relation files smaller than this are stored whole when they change:
@@ -341,6 +345,7 @@ pub fn write_part<W: Write>(
     let mut hashes = HashObjectWriter::default();
     let mut size = 0u64;
     let mut chunk = Vec::new();
+    let throttle = Throttle::new(src.limiter, cancel);
     for &index in &plan.files {
         let f = &src.files[index];
         let file = match std::fs::File::open(&f.full) {
@@ -379,6 +384,7 @@ pub fn write_part<W: Write>(
                 block_size: src.block_size,
                 seed: src.seed,
                 parent: base.vector(p)?,
+                throttle,
             };
             let hashed = changes.hash(cancel, on_progress).map_err(archiving())?;
             counted = true;
@@ -397,7 +403,9 @@ pub fn write_part<W: Write>(
         let (checksum, how, checked) = match (by_blocks, parent) {
             (Some(done), _) => done,
             (None, Some(p))
-                if !counted && p.size == len && incremental::unchanged(&file, len, &p.checksum) =>
+                if !counted
+                    && p.size == len
+                    && incremental::unchanged(&file, len, &p.checksum, throttle) =>
             {
                 progress(len);
                 (p.checksum, How::Same, None)
@@ -416,7 +424,7 @@ pub fn write_part<W: Write>(
                 header.set_entry_type(tar::EntryType::Regular);
                 tar_entry::append_header(&mut tar, &mut header, &f.path).map_err(archiving())?;
                 copy_content(
-                    &file,
+                    throttle.reader(&file),
                     len,
                     tar.get_mut(),
                     hasher.as_mut(),
@@ -509,6 +517,7 @@ mod tests {
                 block_size: 8192,
                 seed: 0,
                 base: None,
+                limiter: None,
             },
             &plan,
             &Cancel::default(),
@@ -644,6 +653,7 @@ mod tests {
                 block_size: 8192,
                 seed: 0,
                 base: None,
+                limiter: None,
             },
             &plan,
             &Cancel::default(),

@@ -5,7 +5,7 @@
 use super::{BackupPushOptions, KindChoice, run};
 use crate::commands::Outcome;
 use crate::error::Result;
-use crate::settings::{Overrides, PgdataFallback, Settings, parse_duration};
+use crate::settings::{Overrides, PgdataFallback, Settings, Sourced, parse_duration};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default)]
@@ -21,11 +21,14 @@ pub struct BackupPushRequest {
     pub offline: bool,
     pub backup_type: Option<String>,
     pub full_every: Option<String>,
+    /// `--max-rate` or `PGPROOF_MAX_RATE`, with which of the two it was.
+    pub max_rate: Option<Sourced<String>>,
 }
 
 impl BackupPushRequest {
     fn options(&self, settings: &Settings) -> Result<BackupPushOptions> {
         Ok(BackupPushOptions {
+            max_rate: crate::rate::resolve(self.max_rate.clone(), settings.max_rate.as_ref())?,
             fast: self.fast,
             jobs: self.jobs,
             archive_timeout: parse_duration(&self.archive_timeout)?,
