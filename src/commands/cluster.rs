@@ -92,7 +92,32 @@ pub async fn bind_or_refuse(
             Ok(b)
         }
         Bound::Existing(b) => Ok(b),
-        Bound::Mismatch(theirs) => Err(Error::new(
+        Bound::Mismatch(theirs) => Err(mismatch(repo, local, &theirs)),
+    }
+}
+
+/// A prefix that already belongs to the local cluster; refuses an unbound
+/// one (a configuration error, with `unbound_hint`) instead of binding it,
+/// and one of another system as `bind_or_refuse` does.
+pub async fn bound_or_refuse(
+    repo: &Repository,
+    local: &LocalCluster,
+    unbound_hint: &str,
+) -> Result<Binding> {
+    match repo.bound(&local.binding("")).await? {
+        None => Err(Error::config(format!(
+            "repository prefix {} is not bound to any system yet (no identity record)",
+            repo.describe()
+        ))
+        .with_hint(unbound_hint)),
+        Some(Bound::Existing(b) | Bound::Created(b)) => Ok(b),
+        Some(Bound::Mismatch(theirs)) => Err(mismatch(repo, local, &theirs)),
+    }
+}
+
+/// The refusal of a prefix bound to another system, naming both.
+fn mismatch(repo: &Repository, local: &LocalCluster, theirs: &Binding) -> Error {
+    Error::new(
             ErrorKind::Identity,
             format!(
                 "repository prefix {} belongs to system {} (PostgreSQL {}, bound from {}:{} on {}), but this cluster is system {} (PostgreSQL {}, {} per its pg_control; data directory from {})",
@@ -110,8 +135,7 @@ pub async fn bind_or_refuse(
         )
         .with_hint(
             "give each cluster its own --cluster name; if this is the same cluster after pg_upgrade or a new initdb, run `pgproof rebind` for its data directory (the earlier system's backups stay restorable)",
-        )),
-    }
+        )
 }
 
 /// The running server of a local cluster, connected and proven to be it.

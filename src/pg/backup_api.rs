@@ -9,7 +9,8 @@
 //! the backup): the caller waits for the WAL in the archive, bounded. The
 //! stop still switches to a new segment (`RequestXLogSwitch` in
 //! `do_pg_backup_stop` runs whatever `wait_for_archive` says), so the stop
-//! segment is archived without waiting for `archive_timeout`.
+//! segment is archived without waiting for `archive_timeout`; on a
+//! standby it cannot (see `standby`).
 
 use crate::error::Result;
 use crate::pg::lsn::Lsn;

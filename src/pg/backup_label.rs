@@ -9,6 +9,9 @@ pub struct BackupLabel {
     pub checkpoint_lsn: Lsn,
     pub timeline: u32,
     pub label: String,
+    /// `BACKUP FROM: standby`: recovery then ends the backup at the restored
+    /// pg_control's minimum recovery point, there being no end-of-backup record.
+    pub from_standby: bool,
 }
 
 impl BackupLabel {
@@ -36,6 +39,7 @@ impl BackupLabel {
             checkpoint_lsn,
             timeline,
             label: field("LABEL:").unwrap_or("").to_string(),
+            from_standby: field("BACKUP FROM:") == Some("standby"),
         })
     }
 }
@@ -52,6 +56,9 @@ mod tests {
         assert_eq!(l.checkpoint_lsn.to_string(), "0/2000060");
         assert_eq!(l.timeline, 1);
         assert_eq!(l.label, "pgproof 20261125T174103Z");
+        assert!(!l.from_standby);
+        let standby = text.replace("BACKUP FROM: primary", "BACKUP FROM: standby");
+        assert!(BackupLabel::parse(&standby).unwrap().from_standby);
         assert!(BackupLabel::parse("LABEL: x\n").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod page;
 pub mod pidfile;
 pub mod recovery;
 pub mod server;
+pub mod standby;
 pub mod standby_params;
 pub mod version;
 pub mod walheader;

@@ -47,6 +47,12 @@ pub struct Manifest {
     /// archived WAL needed (format 6; older manifests are online).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
+    /// Taken on a streaming standby (`BACKUP FROM: standby` in its label):
+    /// recovery ends the backup at the restored pg_control's minimum
+    /// recovery point, and the stop segment was archived by the primary.
+    /// Absent means false; readers that predate it restore it alike.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_standby: bool,
     pub tablespaces: Vec<Tablespace>,
     /// Bytes read from the cluster, and bytes stored.
     pub size: u64,

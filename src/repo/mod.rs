@@ -161,19 +161,30 @@ impl Repository {
         Ok(())
     }
 
+    /// Whom a bound prefix belongs to, compared with `candidate`; `None`
+    /// when the prefix has no identity record. Never creates one, for a
+    /// writer that must not bind a prefix (a standby's backup: the prefix
+    /// is the primary's to bind, by archiving into it).
+    pub async fn bound(&self, candidate: &Binding) -> Result<Option<Bound>> {
+        let Some(record) = self.load_record().await? else {
+            return Ok(None);
+        };
+        let current = record.current().clone();
+        if current.id != candidate.id {
+            return Ok(Some(Bound::Mismatch(current)));
+        }
+        if record.format < FORMAT_VERSION {
+            self.upgrade_record(record).await?;
+        }
+        Ok(Some(Bound::Existing(current)))
+    }
+
     /// Binds an empty prefix to `candidate`, or reports whom it belongs to.
     /// Safe against a concurrent first push: the record is created only if absent.
     pub async fn bind(&self, candidate: Binding) -> Result<Bound> {
         for _ in 0..2 {
-            if let Some(record) = self.load_record().await? {
-                let current = record.current().clone();
-                if current.id != candidate.id {
-                    return Ok(Bound::Mismatch(current));
-                }
-                if record.format < FORMAT_VERSION {
-                    self.upgrade_record(record).await?;
-                }
-                return Ok(Bound::Existing(current));
+            if let Some(bound) = self.bound(&candidate).await? {
+                return Ok(bound);
             }
             let record = ClusterRecord {
                 format: FORMAT_VERSION,

@@ -15,11 +15,14 @@ mod offline;
 mod parallel;
 mod parts;
 mod request;
+mod standby;
 mod tar_entry;
 mod throttle;
 mod walk;
 
-use super::cluster::{LocalCluster, VerifiedServer, announce, bind_or_refuse, open_repository};
+use super::cluster::{
+    LocalCluster, VerifiedServer, announce, bind_or_refuse, bound_or_refuse, open_repository,
+};
 use super::interrupt::interruption;
 use super::locks;
 use crate::codec::frames::CompressPool;
@@ -67,10 +70,10 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
     let started = Instant::now();
     let local = LocalCluster::open(settings).map_err(|e| e.context("backup-push"))?;
     let repo = open_repository(settings)?;
-    let server = if opts.offline {
+    let (server, from_standby) = if opts.offline {
         offline::stopped_cluster(&local.pgdata).map_err(|e| e.context("backup-push --offline"))?;
         announce_offline(settings, &local, &repo);
-        None
+        (None, false)
     } else {
         let server = local.connect_verified(settings).await.map_err(|e| {
             if e.kind() == ErrorKind::Postgres && !local.pgdata.join("postmaster.pid").exists() {
@@ -80,16 +83,21 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
             }
         })?;
         announce(settings, &local, &server, &repo);
-        if server.identity.in_recovery {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                "the server is a standby; pgproof backs up primaries for now",
-            )
-            .with_hint("run backup-push against the primary"));
+        let from_standby = standby::is_standby(&local, &server)?;
+        if from_standby {
+            tracing::info!(
+                "the server is a standby (in recovery, {} present): the backup runs there, and its WAL must come from the primary's archiving into {}",
+                crate::pg::standby::SIGNAL_FILE,
+                repo.describe()
+            );
         }
-        Some(server)
+        (Some(server), from_standby)
     };
-    let binding = bind_or_refuse(&repo, &local, "first base backup").await?;
+    let binding = if from_standby {
+        bound_or_refuse(&repo, &local, standby::UNBOUND_HINT).await?
+    } else {
+        bind_or_refuse(&repo, &local, "first base backup").await?
+    };
     let lock = locks::take_backup_lock(&repo, "backup-push").await?;
     let backup = Backup {
         settings,
@@ -97,6 +105,7 @@ pub async fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<String
         local: &local,
         repo: &repo,
         server: server.as_ref(),
+        from_standby,
         binding: &binding.id,
         lock: &lock,
         cancel: parallel::Cancel::default(),
@@ -147,6 +156,8 @@ struct Backup<'a> {
     repo: &'a Repository,
     /// None for an offline backup.
     server: Option<&'a VerifiedServer>,
+    /// The server is a streaming standby (see `standby`).
+    from_standby: bool,
     binding: &'a str,
     lock: &'a HeldLock,
     cancel: parallel::Cancel,
@@ -184,7 +195,12 @@ impl Backup<'_> {
                 let lsn = backup_api::start(conn, major, &label, opts.fast, start_limit).await?;
                 tracing::info!(
                     "backup {name} started at LSN {lsn}{}",
-                    if opts.fast { " (fast checkpoint)" } else { "" }
+                    match (self.from_standby, opts.fast) {
+                        (false, false) => "",
+                        (false, true) => " (fast checkpoint)",
+                        (true, _) =>
+                            " (the standby's restartpoint at the newest checkpoint it replayed)",
+                    }
                 );
                 lsn
             }
@@ -218,17 +234,25 @@ impl Backup<'_> {
         let window = match server {
             Some(server) => {
                 // Always end backup mode, even when copying failed.
-                let stop = backup_api::stop(&server.connection, major, settings.timeout).await;
+                let stop = if self.from_standby {
+                    standby::stop(server, major, settings.timeout).await
+                } else {
+                    backup_api::stop(&server.connection, major, settings.timeout).await
+                };
                 let copied = result.map_err(abandoned)?;
                 let stop = stop.map_err(abandoned)?;
                 let label_info = BackupLabel::parse(&stop.backup_label)?;
                 let start_wal =
                     Segment::containing(label_info.timeline, label_info.start_lsn, seg_size);
+                // A standby's stop (its minimum recovery point) is never
+                // before its start; should it be, the start's segment is
+                // still the least the backup needs.
                 let stop_wal = Segment::containing(
                     label_info.timeline,
                     Lsn(stop.lsn.0.saturating_sub(1)),
                     seg_size,
-                );
+                )
+                .max(start_wal);
                 tracing::info!(
                     "backup stopped at LSN {}; it needs WAL {start_wal} to {stop_wal}",
                     stop.lsn
@@ -240,6 +264,7 @@ impl Backup<'_> {
                     stop_wal,
                     seg_size,
                     opts.archive_timeout,
+                    label_info.from_standby,
                 )
                 .await?;
                 Window {
@@ -251,6 +276,7 @@ impl Backup<'_> {
                     stop_wal,
                     backup_label: stop.backup_label,
                     tablespace_map: stop.tablespace_map,
+                    from_standby: label_info.from_standby,
                 }
             }
             None => {
@@ -271,6 +297,7 @@ impl Backup<'_> {
                     stop_wal,
                     backup_label: String::new(),
                     tablespace_map: String::new(),
+                    from_standby: false,
                 }
             }
         };
@@ -323,6 +350,7 @@ impl Backup<'_> {
             backup_label: window.backup_label,
             tablespace_map: window.tablespace_map,
             offline: server.is_none(),
+            from_standby: window.from_standby,
             tablespaces: copied.tablespaces,
             size: copied.size,
             stored_size: copied.stored_size,
@@ -379,6 +407,7 @@ struct Window {
     /// Empty for an offline backup: it starts from pg_control's checkpoint.
     backup_label: String,
     tablespace_map: String,
+    from_standby: bool,
 }
 
 /// The banner of an offline backup: what `announce` says, with pg_control
@@ -437,13 +466,21 @@ async fn copy_files(
         .map_err(|e| Error::new(ErrorKind::LocalIo, "listing task failed").with_source(e))??;
     walked.files.extend(wal_in_backup);
     let total: u64 = walked.files.iter().map(|f| f.size).sum();
-    let plans = parts::plan(&walked.files, settings.compression.value.extension());
+    let extension = settings.compression.value.extension();
+    let (plans, control_last) = if backup.from_standby {
+        parts::plan_control_last(&mut walked.files, extension)
+    } else {
+        (parts::plan(&walked.files, extension), false)
+    };
     let plan_count = plans.len();
     let limit = opts
         .max_rate
         .as_ref()
         .map(|r| format!(", {}", crate::rate::describe(r)))
         .unwrap_or_default();
+    // The last part (pg_control alone) is read once every other part is.
+    let held = control_last.then(|| plans[plan_count - 1].name.clone());
+    let gate = Arc::new(parallel::Gate::new(plan_count.saturating_sub(1)));
     tracing::info!(
         "copying {} files ({}) in {} parts, {} at a time{limit}",
         walked.files.len(),
@@ -476,6 +513,10 @@ async fn copy_files(
         opts.jobs,
         cancel,
         move |plan: parts::PartPlan, cancel| {
+            let is_held = held.as_deref() == Some(plan.name.as_str());
+            if is_held {
+                gate.wait(cancel)?;
+            }
             let mut writer = repo.backup_part_writer(&binding, &name, &plan.name);
             let add = |n: u64| on_progress.add(n);
             let sources = parts::Sources {
@@ -489,7 +530,12 @@ async fn copy_files(
             };
             let part = parts::write_part(&sources, &plan, cancel, &mut writer, &add);
             let mut result = match part {
-                Ok((result, _)) => result,
+                Ok((result, _)) => {
+                    if !is_held {
+                        gate.pass();
+                    }
+                    result
+                }
                 Err(e) => {
                     // The upload's own failure says more than the write error it caused.
                     let failure = writer.storage_failure().unwrap_or(e);
@@ -673,7 +719,9 @@ fn random_seed() -> Result<u64> {
 }
 
 /// Invariant 5: the manifest is written only once every WAL segment from
-/// the backup's start to its stop is in the archive.
+/// the backup's start to its stop is in the archive. From a standby the
+/// primary's archiver stores them, and the stop segment only once the
+/// primary leaves it.
 async fn wait_for_wal(
     repo: &Repository,
     binding: &str,
@@ -681,6 +729,7 @@ async fn wait_for_wal(
     last: Segment,
     seg_size: u64,
     timeout: Duration,
+    from_standby: bool,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut progress: Option<Progress> = None;
@@ -726,11 +775,20 @@ async fn wait_for_wal(
                     timeout
                 ),
             )
-            .with_hint("check that archive_mode is on and archive_command calls `pgproof wal-push` for this cluster and repository"));
+            .with_hint(if from_standby {
+                standby::WAIT_HINT
+            } else {
+                "check that archive_mode is on and archive_command calls `pgproof wal-push` for this cluster and repository"
+            }));
         }
         if progress.is_none() {
             tracing::info!(
-                "waiting for the archiver to store {} WAL segment(s), starting with {} (at most {})",
+                "waiting for {} to store {} WAL segment(s), starting with {} (at most {})",
+                if from_standby {
+                    "the primary's archiver"
+                } else {
+                    "the archiver"
+                },
                 missing.len(),
                 missing[0],
                 report::duration(timeout)

@@ -163,6 +163,46 @@ impl Completions {
     }
 }
 
+/// Holds one item back until `count` others have passed it, or the copy
+/// is cancelled. Items start in order, so the held one, listed last,
+/// waits only for items already running: no slot is ever starved.
+pub struct Gate {
+    left: std::sync::Mutex<usize>,
+    passed: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn new(count: usize) -> Gate {
+        Gate {
+            left: std::sync::Mutex::new(count),
+            passed: std::sync::Condvar::new(),
+        }
+    }
+
+    pub fn pass(&self) {
+        let mut left = self.left.lock().expect("never held across a panic");
+        *left = left.saturating_sub(1);
+        self.passed.notify_all();
+    }
+
+    /// Blocks until every other item has passed; an error once cancelled.
+    pub fn wait(&self, cancel: &Cancel) -> Result<()> {
+        let mut left = self.left.lock().expect("never held across a panic");
+        while *left > 0 {
+            if cancel.is_set() {
+                return Err(cancelled());
+            }
+            // A cancellation sets a flag and notifies no one: look again soon.
+            left = self
+                .passed
+                .wait_timeout(left, Duration::from_millis(50))
+                .expect("never held across a panic")
+                .0;
+        }
+        Ok(())
+    }
+}
+
 /// The error a part's reader returns once the copy is cancelled.
 pub fn cancelled_io() -> std::io::Error {
     std::io::Error::other("cancelled: another part failed")
@@ -213,6 +253,49 @@ mod tests {
         // The running part stopped at its next read; the others never began.
         assert_eq!(stopped.load(Ordering::SeqCst), 1);
         assert_eq!(begun.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_gated_item_is_read_after_every_other() {
+        use std::sync::Mutex;
+        for jobs in [1, 2, 4] {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let gate = Arc::new(Gate::new(3));
+            let (o, g) = (order.clone(), gate.clone());
+            run(
+                vec![0, 1, 2, 3],
+                jobs,
+                Cancel::default(),
+                move |i, cancel| {
+                    if i == 3 {
+                        g.wait(cancel)?;
+                    } else {
+                        // The earliest item reads longest.
+                        std::thread::sleep(Duration::from_millis(60 - 20 * i as u64));
+                    }
+                    o.lock().unwrap().push(i);
+                    if i != 3 {
+                        g.pass();
+                    }
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(order.lock().unwrap().last(), Some(&3), "{jobs} jobs");
+        }
+        // A failure of another item releases the gated one as cancelled.
+        let gate = Arc::new(Gate::new(1));
+        let g = gate.clone();
+        let result = run(vec![0, 1], 2, Cancel::default(), move |i, cancel| {
+            if i == 1 {
+                return g.wait(cancel);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            Err(Error::new(ErrorKind::LocalIo, "reading base/1/1234"))
+        })
+        .await;
+        assert_eq!(result.unwrap_err().message(), "reading base/1/1234");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,32 @@ pub fn plan(files: &[SourceFile], extension: &str) -> Vec<PartPlan> {
     parts
 }
 
+/// The data directory's pg_control.
+const CONTROL_FILE: &str = "global/pg_control";
+
+/// As `plan`, with pg_control moved to the end of `files` and alone in the
+/// last part, for a copy that must read it after every other file (a
+/// standby's: see `pg::standby`). The plans, and whether the last one is
+/// that part.
+pub fn plan_control_last(files: &mut Vec<SourceFile>, extension: &str) -> (Vec<PartPlan>, bool) {
+    let Some(at) = files
+        .iter()
+        .position(|f| f.tablespace.is_none() && f.path.as_bytes() == CONTROL_FILE.as_bytes())
+    else {
+        return (plan(files, extension), false);
+    };
+    let control = files.remove(at);
+    files.push(control);
+    let last = files.len() - 1;
+    let mut plans = plan(&files[..last], extension);
+    plans.push(PartPlan {
+        name: format!("part-{:05}.tar.{extension}", plans.len() + 1),
+        tablespace: None,
+        files: vec![last],
+    });
+    (plans, true)
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredFile {
     pub index: usize,
@@ -490,6 +516,44 @@ mod tests {
             mode: 0o600,
             mtime: 0,
         }
+    }
+
+    #[test]
+    fn pg_control_can_be_planned_alone_and_last() {
+        let dir = std::path::Path::new("/nonexistent");
+        let mut files = vec![
+            source(dir, "base/1/1259", 8192),
+            source(dir, "global/1262", 8192),
+            source(dir, "global/pg_control", 8192),
+            source(dir, "global/pg_filenode.map", 512),
+        ];
+        let mut in_tablespace = source(dir, "PG_16_202307071/5/16384", 8192);
+        in_tablespace.tablespace = Some(16400);
+        files.push(in_tablespace);
+        let (plans, last) = plan_control_last(&mut files, "zst");
+        assert!(last);
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "part-00001.tar.zst",
+                "part-00002-tablespace-16400.tar.zst",
+                "part-00003.tar.zst"
+            ]
+        );
+        let control = plans.last().unwrap();
+        assert_eq!(control.files, [4]);
+        assert_eq!(files[4].path.as_bytes(), b"global/pg_control");
+        assert_eq!(control.tablespace, None);
+        // Every other file is in exactly one earlier part.
+        let mut others: Vec<usize> = plans[..2].iter().flat_map(|p| p.files.clone()).collect();
+        others.sort();
+        assert_eq!(others, [0, 1, 2, 3]);
+        assert!(
+            others
+                .iter()
+                .all(|&i| files[i].path.as_bytes() != b"global/pg_control")
+        );
     }
 
     #[test]

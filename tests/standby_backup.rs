@@ -1,0 +1,368 @@
+//! `backup-push` on a streaming standby's data directory: the backup runs
+//! on the standby while the primary takes writes, its WAL comes from the
+//! primary's archiving, pg_control is copied after every other file, and a
+//! point-in-time restore from it undoes a mistake made on the primary.
+//! Refused: a prefix nobody has bound (a standby never binds), a server in
+//! archive recovery that is not a standby. A stop segment the primary does
+//! not finish makes the backup wait, then fail with a hint that names the
+//! primary's archive_timeout, leaving no manifest. On the oldest and newest
+//! majors.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const MAJORS: [u32; 2] = [13, 18];
+
+/// A streaming standby of `primary`, built as an operator using pgproof
+/// would: the primary's backup restored, `recovery.signal` swapped for
+/// `standby.signal`, `primary_conninfo` added (`restore_command`, pgproof's
+/// wal-fetch, stays), on its own port and socket.
+fn standby_of(scratch: &Scratch, repo: &TestRepo, primary: &Cluster, backup: &str) -> Cluster {
+    let pgdata = scratch.path.join("standby");
+    let out = repo.run(&["restore", pgdata.to_str().unwrap(), "--backup", backup]);
+    assert_exit(&out, 0);
+    std::fs::remove_file(pgdata.join("recovery.signal")).unwrap();
+    std::fs::write(pgdata.join("standby.signal"), "").unwrap();
+    chown_to_postgres(&pgdata.join("standby.signal"));
+    let mut standby = Cluster::restored_archiving(scratch, "standby", primary.major, pgdata, true);
+    standby.env = primary.env.clone();
+    standby.configure(&format!(
+        "primary_conninfo = 'host={} port={} user=postgres'\nhot_standby = on",
+        primary.socket_dir.display(),
+        primary.port
+    ));
+    standby.start();
+    standby
+}
+
+/// Waits until the standby has replayed everything the primary has written.
+fn wait_replayed(primary: &Cluster, standby: &Cluster) {
+    let target = primary.query_one("SELECT pg_current_wal_lsn()::text");
+    wait_until(
+        &format!("the standby replays up to {target}"),
+        Duration::from_secs(60),
+        || {
+            standby
+                .try_query_one(&format!(
+                    "SELECT (pg_last_wal_replay_lsn() >= '{target}'::pg_lsn)::text"
+                ))
+                .as_deref()
+                == Some("true")
+        },
+    );
+}
+
+fn manifests(repo: &TestRepo) -> Vec<PathBuf> {
+    files_under(repo.dir.as_ref().unwrap())
+        .into_iter()
+        .filter(|p| file_name(p) == "manifest.json")
+        .collect()
+}
+
+fn manifest_of(repo: &TestRepo, backup: &str) -> Value {
+    let path = manifests(repo)
+        .into_iter()
+        .find(|p| p.parent().and_then(|d| d.file_name()) == Some(backup.as_ref()))
+        .expect("the backup has a manifest");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn backup_from(repo: &TestRepo, standby: &Cluster, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["backup-push", standby.pgdata.to_str().unwrap(), "--fast"];
+    args.extend_from_slice(extra);
+    repo.run(&args)
+}
+
+/// Inserts rows into `busy` on the primary until dropped: the primary keeps
+/// writing while the standby is backed up.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    rows: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(primary: &Cluster) -> Workload {
+        primary.execute("CREATE TABLE IF NOT EXISTS busy (id bigint, payload text)");
+        let (stop, rows) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, r) = (stop.clone(), rows.clone());
+        let mut client = primary.client();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let n = r.fetch_add(100, Ordering::SeqCst);
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO busy SELECT g, md5(g::text) FROM generate_series({}, {}) g",
+                        n + 1,
+                        n + 100
+                    ))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Workload {
+            stop,
+            rows,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops writing; the rows written.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.rows.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn restore(repo: &TestRepo, dest: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["restore", dest.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    repo.run(&args)
+}
+
+fn prove_args(scratch: &Scratch, major: u32) -> Vec<String> {
+    let mut args = Vec::new();
+    if major != 15 {
+        args.push("--pg-bindir".to_string());
+        args.push(
+            pg_root()
+                .join(major.to_string())
+                .join("bin")
+                .display()
+                .to_string(),
+        );
+    }
+    args.extend(["prove".to_string(), "--scratch".to_string()]);
+    args.push(scratch.dir("prove-scratch").display().to_string());
+    args
+}
+
+#[test]
+fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_time() {
+    for major in MAJORS.into_iter().filter(|m| wants_major(*m)) {
+        let scratch = Scratch::new(&format!("standby-{major}"));
+        let repo = TestRepo::new(&scratch, Backend::File);
+        let mut primary = Cluster::init(&scratch, "primary", major);
+        primary.env = repo.env.clone();
+        primary.archive_with(&format!("--repo {} --cluster main", repo.url));
+        primary.start();
+        primary.execute(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
+        );
+        // The primary's first archived segment binds the prefix.
+        let first = primary.write_and_switch(100);
+        primary.wait_archived(&first);
+        let base = repo.backup(&primary);
+        let standby = standby_of(&scratch, &repo, &primary, &base);
+        wait_replayed(&primary, &standby);
+        assert_eq!(
+            standby.query_one("SELECT pg_is_in_recovery()::text"),
+            "true"
+        );
+
+        // A standby never binds a prefix: that is the primary's archiving's to do.
+        let out = pgproof(
+            &[
+                "--repo",
+                &repo.url,
+                "--cluster",
+                "fresh",
+                "backup-push",
+                standby.pgdata.to_str().unwrap(),
+            ],
+            &repo.pg_env(),
+            None,
+        );
+        assert_exit(&out, 3);
+        assert!(
+            stderr(&out).contains("a standby never binds a prefix"),
+            "{major}:\n{}",
+            stderr(&out)
+        );
+        assert!(
+            files_under(repo.dir.as_ref().unwrap()).iter().all(|p| !p
+                .strip_prefix(repo.dir.as_ref().unwrap())
+                .unwrap()
+                .starts_with("fresh")),
+            "{major}: the refused backup left nothing under the unbound prefix"
+        );
+
+        // An idle primary never finishes the segment the standby's backup
+        // stops in: the backup waits, then fails naming what would finish
+        // it, and leaves no manifest. The checkpoint gives the backup a
+        // restartpoint whose flush of the rows written after it moves the
+        // stop point (the minimum recovery point) into the open segment.
+        primary.execute("INSERT INTO t SELECT g, 'before' FROM generate_series(5001, 5100) g");
+        primary.execute("CHECKPOINT");
+        primary.execute("INSERT INTO t SELECT g, 'open' FROM generate_series(5101, 5200) g");
+        wait_replayed(&primary, &standby);
+        let out = backup_from(&repo, &standby, &["--archive-timeout", "4s"]);
+        assert_exit(&out, 7);
+        let said = stderr(&out);
+        assert!(said.contains("did not reach"), "{major}:\n{said}");
+        assert!(
+            said.contains("archive_timeout on the primary") && said.contains("pg_switch_wal()"),
+            "{major}: the hint names what finishes the segment:\n{said}"
+        );
+        assert!(
+            said.contains("the primary's archiver"),
+            "{major}: the wait says who it waits for:\n{said}"
+        );
+        assert_eq!(
+            manifests(&repo).len(),
+            1,
+            "{major}: no manifest but the primary's"
+        );
+
+        // With archive_timeout on the primary, a backup taken while the
+        // primary writes completes.
+        primary.execute("ALTER SYSTEM SET archive_timeout = '1s'");
+        primary.execute("SELECT pg_reload_conf()");
+        let workload = Workload::start(&primary);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = backup_from(&repo, &standby, &["--jobs", "3"]);
+        let busy_rows = workload.finish();
+        assert_exit(&out, 0);
+        let backup = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let said = stderr(&out);
+        assert!(
+            said.contains("the server is a standby"),
+            "{major}: the backup says where it runs:\n{said}"
+        );
+        assert!(
+            busy_rows > 0,
+            "{major}: the primary wrote during the backup"
+        );
+        let m = manifest_of(&repo, &backup);
+        assert_eq!(m["from_standby"], Value::Bool(true), "{major}");
+        assert_eq!(
+            manifest_of(&repo, &base).get("from_standby"),
+            None,
+            "{major}: a primary's manifest says nothing of standbys"
+        );
+        assert!(
+            m["backup_label"]
+                .as_str()
+                .unwrap()
+                .contains("BACKUP FROM: standby"),
+            "{major}"
+        );
+        // pg_control, whose minimum recovery point ends the backup's
+        // recovery, was read after every other file: alone in the last part.
+        let files = m["files"].as_array().unwrap();
+        let control = files
+            .iter()
+            .find(|f| f["path"] == "global/pg_control")
+            .expect("pg_control is stored");
+        let last_part = files
+            .iter()
+            .map(|f| f["part"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(control["part"].as_u64().unwrap(), last_part, "{major}");
+        assert_eq!(
+            files
+                .iter()
+                .filter(|f| f["part"].as_u64() == Some(last_part))
+                .count(),
+            1,
+            "{major}: pg_control is alone in its part"
+        );
+        assert!(
+            !files.iter().any(|f| f["path"] == "standby.signal"),
+            "{major}: the signal file is not stored"
+        );
+
+        // The mistake, on the primary, after a named point.
+        let t_rows = primary.query_one("SELECT count(*)::text FROM t");
+        let busy_count = primary.query_one("SELECT count(*)::text FROM busy");
+        primary.execute("SELECT pg_create_restore_point('before_mistake')");
+        primary.execute("DELETE FROM t");
+        let last = primary.write_and_switch(10);
+        primary.wait_archived(&last);
+        let out = repo.run(&["verify", "--backup", &backup]);
+        assert_exit(&out, 0);
+
+        // Restored to the named point and paused there: the rows are back.
+        let dest = scratch.path.join("restored");
+        let out = restore(
+            &repo,
+            &dest,
+            &[
+                "--backup",
+                &backup,
+                "--target-name",
+                "before_mistake",
+                "--target-action",
+                "pause",
+            ],
+        );
+        assert_exit(&out, 0);
+        let restored = Cluster::restored(&scratch, "restored", major, dest);
+        restored.start();
+        wait_until(
+            "the restore pauses at its target",
+            Duration::from_secs(60),
+            || {
+                restored
+                    .try_query_one("SELECT pg_is_wal_replay_paused()::text")
+                    .as_deref()
+                    == Some("true")
+            },
+        );
+        assert_eq!(
+            restored.query_one("SELECT count(*)::text FROM t"),
+            t_rows,
+            "{major}"
+        );
+        assert_eq!(
+            restored.query_one("SELECT count(*)::text FROM busy"),
+            busy_count,
+            "{major}: every row the primary wrote during the backup"
+        );
+
+        // A server in archive recovery (recovery.signal) is not a standby.
+        let out = backup_from(&repo, &restored, &[]);
+        assert_exit(&out, 11);
+        assert!(
+            stderr(&out).contains("archive recovery, not a standby"),
+            "{major}:\n{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            manifests(&repo).len(),
+            2,
+            "{major}: the refusal wrote nothing"
+        );
+        restored.stop();
+
+        // And proven by pgproof itself.
+        let args = prove_args(&scratch, major);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = repo.run(&args);
+        assert_exit(&out, 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("proven"),
+            "{major}:\n{}",
+            stderr(&out)
+        );
+        standby.stop();
+        primary.stop();
+    }
+}
