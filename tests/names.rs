@@ -247,6 +247,11 @@ fn names_that_are_not_utf8_are_carried_over_s3_pg15() {
 }
 
 #[test]
+fn names_that_are_not_utf8_are_carried_over_azure_pg17() {
+    names_carried("names-17-azure", 17, Backend::Azure);
+}
+
+#[test]
 fn a_manifest_naming_a_directory_outside_the_restore_is_refused_before_anything_is_written() {
     if !wants_major(15) {
         return;

@@ -245,14 +245,14 @@ fn good_backup_is_proven_17() {
     good_backup_is_proven(17, false);
 }
 
-/// The proving server's restore_command reaches S3 with the credentials
-/// pgproof was given (through the environment, never the command line).
-#[test]
-fn good_backup_is_proven_from_s3_16() {
-    if !wants_major(16) {
+/// The proving server's restore_command reaches the object store with the
+/// credentials pgproof was given (through the environment, never the
+/// command line).
+fn good_backup_is_proven_from(backend: Backend, major: u32) {
+    if !wants_major(major) {
         return;
     }
-    let s = story_on("prove-s3", 16, Backend::S3);
+    let s = story_on(&format!("prove-{backend:?}"), major, backend);
     let out = s.prove(&["--sql", "SELECT count(*) FROM keep", "--expect", "1500"]);
     eprintln!("{}", stderr(&out));
     assert_exit(&out, 0);
@@ -264,6 +264,16 @@ fn good_backup_is_proven_from_s3_16() {
     let list = s.backups();
     assert_eq!(list[0]["proof"]["succeeded"], true, "{list:#}");
     s.assert_cleaned_up();
+}
+
+#[test]
+fn good_backup_is_proven_from_s3_16() {
+    good_backup_is_proven_from(Backend::S3, 16);
+}
+
+#[test]
+fn good_backup_is_proven_from_azure_17() {
+    good_backup_is_proven_from(Backend::Azure, 17);
 }
 
 #[test]

@@ -381,12 +381,11 @@ fn verify_names_the_damaged_part_and_the_wal_gap_17() {
     assert_exit(&site.run(&["verify", "--backup", &site.backups[1]]), 0);
 }
 
-#[test]
-fn delete_and_verify_over_s3_15() {
-    if !wants_major(15) {
+fn delete_and_verify_over(backend: Backend, major: u32) {
+    if !wants_major(major) {
         return;
     }
-    let mut site = Site::new("retain-s3-15", 15, Backend::S3);
+    let mut site = Site::new(&format!("retain-{backend:?}-{major}"), major, backend);
     site.step_and_backup(&[]);
     site.step_and_backup(&[]);
     site.step();
@@ -407,6 +406,16 @@ fn delete_and_verify_over_s3_15() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn delete_and_verify_over_s3_15() {
+    delete_and_verify_over(Backend::S3, 15);
+}
+
+#[test]
+fn delete_and_verify_over_azure_16() {
+    delete_and_verify_over(Backend::Azure, 16);
 }
 
 /// A point-in-time restore promoted to timeline 2 and archiving into the same

@@ -1,6 +1,6 @@
 //! WAL archiving end to end: real clusters of each major archive through
 //! `pgproof wal-push` as their archive_command, under a write load that
-//! switches many segments, into a file and an S3 repository; every segment
+//! switches many segments, into a file, an S3 and an Azure repository; every segment
 //! comes back byte-identical through `pgproof wal-fetch`.
 
 mod common;
@@ -103,6 +103,7 @@ round_trips! {
     pg14_s3_repository: 14, Backend::S3;
     pg15_s3_repository: 15, Backend::S3;
     pg17_s3_repository: 17, Backend::S3;
+    pg16_azure_repository: 16, Backend::Azure;
 }
 
 #[test]

@@ -306,3 +306,10 @@ fn a_push_interrupted_between_claim_and_data_is_completed_by_its_retry() {
     assert_exit(&out, 0);
     assert!(!stderr(&out).contains("claimed"), "{}", stderr(&out));
 }
+
+/// Azure's conditional create (`If-None-Match: *` on a blob) under the
+/// same race, against Azurite.
+#[test]
+fn concurrent_pushes_of_different_content_store_one_azure_repository() {
+    race(Backend::Azure);
+}

@@ -703,3 +703,43 @@ fn history_files_are_archived_and_checked() {
         std::fs::read(&history).unwrap()
     );
 }
+
+/// Google Cloud Storage is refused as a setting (no emulator exercises it),
+/// and an Azure repository without an account names the variables to set.
+#[test]
+fn object_stores_pgproof_cannot_use_are_refused_with_a_hint() {
+    let out = pgproof(
+        &[
+            "--repo",
+            "gs://bucket/pg",
+            "--cluster",
+            "main",
+            "backup-list",
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 3);
+    let said = stderr(&out);
+    assert!(
+        said.contains("Google Cloud Storage is not supported yet"),
+        "{said}"
+    );
+    assert!(said.contains("hint:"), "{said}");
+
+    let out = pgproof(
+        &[
+            "--repo",
+            "az://container/pg",
+            "--cluster",
+            "main",
+            "backup-list",
+        ],
+        &[],
+        None,
+    );
+    assert_exit(&out, 7);
+    let said = stderr(&out);
+    assert!(said.contains("configuring Azure Blob Storage"), "{said}");
+    assert!(said.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{said}");
+}

@@ -1,5 +1,5 @@
 //! Storage: one interface over every backend (a filesystem path, S3 and
-//! S3-compatible stores), built on `object_store`. Every request is bounded
+//! S3-compatible stores, Azure Blob Storage), built on `object_store`. Every request is bounded
 //! in time per attempt and retried by one policy (`RetryPolicy`); failures
 //! carry the object's key and the repository's URL.
 //!
@@ -47,9 +47,12 @@ pub struct ObjectInfo {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     root: StorePath,
-    /// The same store as `store`, for what only S3 offers (paginated
-    /// listings, resuming an ambiguous conditional create).
+    /// The same store as `store`, for what only S3 offers (listing and
+    /// aborting unfinished multipart uploads).
     s3: Option<Arc<object_store::aws::AmazonS3>>,
+    /// The same store as `store` listed a page per request (every remote
+    /// backend); `None` for a filesystem repository.
+    paged: Option<Paged>,
     s3_target: Option<unfinished::S3Target>,
     url: RepoUrl,
     policy: RetryPolicy,
@@ -59,12 +62,23 @@ pub struct Storage {
     local_owner: Option<(PathBuf, u32, u32)>,
 }
 
+/// A store's paginated listing, shared with `store`.
+#[derive(Clone)]
+struct Paged(Arc<dyn object_store::list::PaginatedListStore>);
+
+impl std::fmt::Debug for Paged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Paged")
+    }
+}
+
 impl Storage {
     /// Opens the repository at `url`. A filesystem repository's directory
     /// must already exist: creating it would hide an unmounted volume.
     pub fn open(url: &RepoUrl, policy: RetryPolicy) -> Result<Storage> {
         let mut s3 = None;
         let mut s3_target = None;
+        let mut paged = None;
         let (store, root): (Arc<dyn ObjectStore>, StorePath) = match url {
             RepoUrl::File(path) => {
                 if !path.is_dir() {
@@ -87,12 +101,7 @@ impl Storage {
                 // Plain http set here, in the options the listing of
                 // unfinished uploads connects with too, not on the builder
                 // alone (that listing was refused by an https-only client).
-                let allow_http =
-                    std::env::var_os("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1");
-                let client = object_store::ClientOptions::new()
-                    .with_timeout(policy.attempt_timeout)
-                    .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)))
-                    .with_allow_http(allow_http);
+                let client = client_options(&policy, "AWS_ALLOW_HTTP");
                 let builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(client.clone())
@@ -105,6 +114,22 @@ impl Storage {
                 })?;
                 let store = Arc::new(built);
                 s3 = Some(store.clone());
+                paged = Some(Paged(store.clone()));
+                (store, StorePath::from(prefix.as_str()))
+            }
+            RepoUrl::Azure { container, prefix } => {
+                let built = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_client_options(client_options(&policy, "AZURE_ALLOW_HTTP"))
+                    .with_retry(policy.object_store_config())
+                    .build()
+                    .map_err(|e| {
+                        storage_error(e, url, "configuring Azure Blob Storage").with_hint(
+                            "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or a managed identity); for Azurite, AZURE_STORAGE_USE_EMULATOR=true and AZURITE_BLOB_STORAGE_URL",
+                        )
+                    })?;
+                let store = Arc::new(built);
+                paged = Some(Paged(store.clone()));
                 (store, StorePath::from(prefix.as_str()))
             }
         };
@@ -119,6 +144,7 @@ impl Storage {
         Ok(Storage {
             store,
             s3,
+            paged,
             s3_target,
             root,
             url: url.clone(),
@@ -189,7 +215,9 @@ impl Storage {
         loop {
             match self.bounded(what, key, call()).await {
                 Err(e)
-                    if self.s3.is_some() && retry::transient(&e) && backoff.may_retry(started) =>
+                    if self.url.is_remote()
+                        && retry::transient(&e)
+                        && backoff.may_retry(started) =>
                 {
                     let pause = backoff.next_pause();
                     tracing::debug!("{e}; retrying in {pause:?}");
@@ -236,7 +264,9 @@ impl Storage {
                     return Err(e);
                 }
                 Err(e)
-                    if self.s3.is_some() && retry::transient(&e) && backoff.may_retry(started) =>
+                    if self.url.is_remote()
+                        && retry::transient(&e)
+                        && backoff.may_retry(started) =>
                 {
                     ambiguous = true;
                     let pause = backoff.next_pause();
@@ -325,10 +355,10 @@ impl Storage {
     /// directly inside `dir` (its objects and subdirectory names).
     async fn list_pages(&self, dir: &str, delimited: bool) -> Result<object_store::ListResult> {
         let path = self.path(dir);
-        let Some(s3) = &self.s3 else {
+        let Some(Paged(paged)) = &self.paged else {
             return self.list_local(&path, dir, delimited).await;
         };
-        use object_store::list::{PaginatedListOptions, PaginatedListStore};
+        use object_store::list::PaginatedListOptions;
         // Paginated listings take the prefix as given: a directory's ends in its delimiter.
         let prefix = (!path.as_ref().is_empty()).then(|| format!("{path}/"));
         let mut all = object_store::ListResult {
@@ -347,7 +377,7 @@ impl Storage {
             };
             let page = self
                 .retrying("listing", dir, || {
-                    s3.list_paginated(prefix.as_deref(), opts.clone())
+                    paged.list_paginated(prefix.as_deref(), opts.clone())
                 })
                 .await?;
             all.common_prefixes.extend(page.result.common_prefixes);
@@ -513,6 +543,17 @@ pub fn read_failure(err: &std::io::Error) -> Option<&Error> {
 fn is_staging_name(name: &str) -> bool {
     name.split_once('#')
         .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The HTTP client's options for a remote backend: each attempt bounded,
+/// plain http only where `allow_http_variable` (the backend's own, as
+/// object_store names it) says so.
+fn client_options(policy: &RetryPolicy, allow_http_variable: &str) -> object_store::ClientOptions {
+    let allow_http = std::env::var_os(allow_http_variable).is_some_and(|v| v == "true" || v == "1");
+    object_store::ClientOptions::new()
+        .with_timeout(policy.attempt_timeout)
+        .with_connect_timeout(policy.attempt_timeout.min(Duration::from_secs(10)))
+        .with_allow_http(allow_http)
 }
 
 fn storage_error(err: object_store::Error, url: &RepoUrl, what: &str) -> Error {

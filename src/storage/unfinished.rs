@@ -82,6 +82,9 @@ impl Storage {
         match &self.url {
             RepoUrl::File(root) => staging_files(root, dir),
             RepoUrl::S3 { .. } => self.list_multipart_uploads(dir).await,
+            // Azure discards uncommitted blocks by itself (after a week),
+            // and they are never listed as objects: nothing to list.
+            RepoUrl::Azure { .. } => Ok(Vec::new()),
         }
     }
 
@@ -100,7 +103,7 @@ impl Storage {
                 )
                 .await
             }
-            (RepoUrl::S3 { .. }, None) => Ok(()),
+            (RepoUrl::S3 { .. }, None) | (RepoUrl::Azure { .. }, _) => Ok(()),
         }
     }
 

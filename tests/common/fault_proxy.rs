@@ -230,6 +230,17 @@ impl FaultProxy {
         env
     }
 
+    /// The Azurite environment of the test harness, through this proxy.
+    pub fn azure_env(&self) -> Vec<(String, String)> {
+        let mut env = super::azure_env();
+        for (k, v) in env.iter_mut() {
+            if k == "AZURITE_BLOB_STORAGE_URL" {
+                *v = self.endpoint();
+            }
+        }
+        env
+    }
+
     /// Faults on or off (off for setup traffic).
     pub fn set_enabled(&self, on: bool) {
         self.state.enabled.store(on, Ordering::SeqCst);

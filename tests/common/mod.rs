@@ -485,6 +485,8 @@ impl Drop for Cluster {
 pub enum Backend {
     File,
     S3,
+    /// Azurite, started by scripts/test.sh.
+    Azure,
 }
 
 /// A repository for one test: its URL and the environment pgproof needs.
@@ -512,8 +514,29 @@ pub fn s3_env() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The environment that points object_store's Azure client at Azurite's
+/// well-known development account.
+pub fn azure_env() -> Vec<(String, String)> {
+    vec![
+        ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+        ("AZURITE_BLOB_STORAGE_URL".into(), azurite_endpoint()),
+    ]
+}
+
+pub fn azurite_endpoint() -> String {
+    std::env::var("PGPROOF_TEST_AZURITE_ENDPOINT")
+        .expect("PGPROOF_TEST_AZURITE_ENDPOINT is not set: run the tests through scripts/test.sh, which starts Azurite")
+}
+
 impl TestRepo {
     pub fn new(scratch: &Scratch, backend: Backend) -> TestRepo {
+        // Object stores: one prefix per test in the shared bucket.
+        let prefix = scratch.path.file_name().unwrap().to_string_lossy();
+        let remote = |scheme: &str, env| TestRepo {
+            url: format!("{scheme}://pgproof-test/{prefix}"),
+            env,
+            dir: None,
+        };
         match backend {
             Backend::File => {
                 let dir = scratch.dir("repo");
@@ -523,19 +546,8 @@ impl TestRepo {
                     dir: Some(dir),
                 }
             }
-            Backend::S3 => {
-                let prefix = scratch
-                    .path
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string();
-                TestRepo {
-                    url: format!("s3://pgproof-test/{prefix}"),
-                    env: s3_env(),
-                    dir: None,
-                }
-            }
+            Backend::S3 => remote("s3", s3_env()),
+            Backend::Azure => remote("az", azure_env()),
         }
     }
 
@@ -636,7 +648,11 @@ pub fn pgproof_command(args: &[&str], env: &[(String, String)], as_pg_user: bool
 /// pgproof, AWS or PGDATA settings, no host-wide configuration file.
 fn scrub_env(cmd: &mut Command, env: &[(String, String)]) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("PGPROOF_") || k.starts_with("AWS_") || k == "PGDATA" {
+        if k.starts_with("PGPROOF_")
+            || k.starts_with("AWS_")
+            || k.starts_with("AZURE")
+            || k == "PGDATA"
+        {
             cmd.env_remove(k);
         }
     }

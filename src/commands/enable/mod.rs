@@ -656,9 +656,14 @@ fn print_plan(
     for w in &plan.warnings {
         println!("  warning: {w}");
     }
-    if matches!(settings.repo.value, RepoUrl::S3 { .. }) {
+    let variables = match settings.repo.value {
+        RepoUrl::S3 { .. } => Some("AWS_*"),
+        RepoUrl::Azure { .. } => Some("AZURE_STORAGE_*"),
+        RepoUrl::File(_) => None,
+    };
+    if let Some(variables) = variables {
         println!(
-            "  note: archive_command runs with the server's environment, which must hold the AWS_* variables (Debian: /etc/postgresql/<major>/<name>/environment)"
+            "  note: archive_command runs with the server's environment, which must hold the {variables} variables (Debian: /etc/postgresql/<major>/<name>/environment)"
         );
     }
 }
