@@ -18,17 +18,6 @@ const MAJOR: u32 = 16;
 const RATE: f64 = 10e6;
 const BURST: f64 = (1 << 20) as f64;
 
-fn manifest_of(repo: &TestRepo, backup: &str) -> Value {
-    let path = files_under(repo.dir.as_ref().unwrap())
-        .into_iter()
-        .find(|p| {
-            file_name(p) == "manifest.json"
-                && p.parent().and_then(|d| d.file_name()) == Some(backup.as_ref())
-        })
-        .expect("the backup has a manifest");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 /// Runs `args` on the repository, which must succeed: the backup's name,
 /// what it said, and how long it took.
 fn timed_backup(
@@ -101,7 +90,7 @@ fn full_incremental_and_offline_backups_are_held_to_the_rate_and_restore() {
         said.contains("reading at most 10 MB/s (from flag --max-rate)"),
         "the rate is announced with its origin:\n{said}"
     );
-    let manifest = manifest_of(&repo, &full);
+    let manifest = repo.manifest(&full);
     assert_held("full", &manifest, took, &said);
     assert!(
         took > free,
@@ -144,7 +133,7 @@ fn full_incremental_and_offline_backups_are_held_to_the_rate_and_restore() {
         said.contains("reading at most 10 MB/s (from $PGPROOF_MAX_RATE)"),
         "{said}"
     );
-    let manifest = manifest_of(&repo, &incr);
+    let manifest = repo.manifest(&incr);
     assert_eq!(manifest["parent"]["name"], full.as_str(), "{said}");
     assert_held("incremental", &manifest, took, &said);
     let out = repo.run(&["verify", "--backup", &incr]);
@@ -166,7 +155,7 @@ fn full_incremental_and_offline_backups_are_held_to_the_rate_and_restore() {
         said.contains(&format!("reading at most 10 MB/s (from {config})")),
         "{said}"
     );
-    let manifest = manifest_of(&repo, &offline);
+    let manifest = repo.manifest(&offline);
     assert_eq!(manifest["offline"], Value::Bool(true));
     assert_held("offline", &manifest, took, &said);
     let out = repo.run(&["verify", "--backup", &offline]);

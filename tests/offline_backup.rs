@@ -14,17 +14,6 @@ use std::time::Duration;
 
 const MAJORS: [u32; 2] = [13, 18];
 
-fn manifest_of(repo: &TestRepo, backup: &str) -> Value {
-    let path = files_under(repo.dir.as_ref().unwrap())
-        .into_iter()
-        .find(|p| {
-            file_name(p) == "manifest.json"
-                && p.parent().and_then(|d| d.file_name()) == Some(backup.as_ref())
-        })
-        .expect("the backup has a manifest");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 fn offline_backup(repo: &TestRepo, pgdata: &Path) -> std::process::Output {
     repo.run(&["backup-push", "--offline", pgdata.to_str().unwrap()])
 }
@@ -33,23 +22,6 @@ fn restore(repo: &TestRepo, dest: &Path, extra: &[&str]) -> std::process::Output
     let mut args = vec!["restore", dest.to_str().unwrap()];
     args.extend_from_slice(extra);
     repo.run(&args)
-}
-
-fn prove_args(scratch: &Scratch, major: u32) -> Vec<String> {
-    let mut args = Vec::new();
-    if major != 15 {
-        args.push("--pg-bindir".to_string());
-        args.push(
-            pg_root()
-                .join(major.to_string())
-                .join("bin")
-                .display()
-                .to_string(),
-        );
-    }
-    args.extend(["prove".to_string(), "--scratch".to_string()]);
-    args.push(scratch.dir("prove-scratch").display().to_string());
-    args
 }
 
 #[test]
@@ -88,7 +60,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
             "{major}:\n{said}"
         );
 
-        let m = manifest_of(&repo, &backup);
+        let m = repo.manifest(&backup);
         assert_eq!(m["offline"], Value::Bool(true), "{major}");
         assert_eq!(
             m["backup_label"], "",
@@ -234,7 +206,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
         ]);
         assert_exit(&out, 0);
         let incremental = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let m = manifest_of(&repo, &incremental);
+        let m = repo.manifest(&incremental);
         assert_eq!(m["type"], "incremental", "{major}");
         assert_eq!(m["offline"], Value::Bool(true), "{major}");
         let dest = scratch.path.join("incremental");

@@ -12,7 +12,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -113,21 +113,6 @@ fn wait_replayed(primary: &Cluster, standby: &Cluster) {
     );
 }
 
-fn manifests(repo: &TestRepo) -> Vec<PathBuf> {
-    files_under(repo.dir.as_ref().unwrap())
-        .into_iter()
-        .filter(|p| file_name(p) == "manifest.json")
-        .collect()
-}
-
-fn manifest_of(repo: &TestRepo, backup: &str) -> Value {
-    let path = manifests(repo)
-        .into_iter()
-        .find(|p| p.parent().and_then(|d| d.file_name()) == Some(backup.as_ref()))
-        .expect("the backup has a manifest");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 fn backup_from(repo: &TestRepo, standby: &Cluster, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["backup-push", standby.pgdata.to_str().unwrap(), "--fast"];
     args.extend_from_slice(extra);
@@ -194,23 +179,6 @@ fn restore(repo: &TestRepo, dest: &Path, extra: &[&str]) -> std::process::Output
     let mut args = vec!["restore", dest.to_str().unwrap()];
     args.extend_from_slice(extra);
     repo.run(&args)
-}
-
-fn prove_args(scratch: &Scratch, major: u32) -> Vec<String> {
-    let mut args = Vec::new();
-    if major != 15 {
-        args.push("--pg-bindir".to_string());
-        args.push(
-            pg_root()
-                .join(major.to_string())
-                .join("bin")
-                .display()
-                .to_string(),
-        );
-    }
-    args.extend(["prove".to_string(), "--scratch".to_string()]);
-    args.push(scratch.dir("prove-scratch").display().to_string());
-    args
 }
 
 #[test]
@@ -285,7 +253,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
             "{major}: the wait says who it waits for:\n{said}"
         );
         assert_eq!(
-            manifests(&repo).len(),
+            repo.manifests().len(),
             1,
             "{major}: no manifest but the primary's"
         );
@@ -309,10 +277,10 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
             busy_rows > 0,
             "{major}: the primary wrote during the backup"
         );
-        let m = manifest_of(&repo, &backup);
+        let m = repo.manifest(&backup);
         assert_eq!(m["from_standby"], Value::Bool(true), "{major}");
         assert_eq!(
-            manifest_of(&repo, &base).get("from_standby"),
+            repo.manifest(&base).get("from_standby"),
             None,
             "{major}: a primary's manifest says nothing of standbys"
         );
@@ -358,7 +326,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
         assert_exit(&out, 0);
         let full = backup;
         let backup = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let m = manifest_of(&repo, &backup);
+        let m = repo.manifest(&backup);
         assert_eq!(m["from_standby"], Value::Bool(true), "{major}");
         assert_eq!(
             m["parent"]["name"].as_str(),
@@ -423,7 +391,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
             stderr(&out)
         );
         assert_eq!(
-            manifests(&repo).len(),
+            repo.manifests().len(),
             3,
             "{major}: the refusal wrote nothing"
         );
@@ -442,7 +410,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
 
         // Promoted while its backup copies (slowed by --max-rate): the copy
         // mixes two histories, so the backup fails and writes no manifest.
-        let before = manifests(&repo).len();
+        let before = repo.manifests().len();
         let child = slow_backup(&repo, &standby, "4MB");
         promote(&standby);
         let out = child.wait_with_output().unwrap();
@@ -452,7 +420,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
             "{major}:\n{}",
             stderr(&out)
         );
-        assert_eq!(manifests(&repo).len(), before, "{major}: no manifest");
+        assert_eq!(repo.manifests().len(), before, "{major}: no manifest");
         standby.stop();
         primary.stop();
     }
@@ -518,13 +486,13 @@ fn a_standby_that_follows_a_new_timeline_during_its_backup_is_not_backed_up() {
         "{said}"
     );
     assert!(said.contains("run backup-push again"), "{said}");
-    assert_eq!(manifests(&repo).len(), 1, "no manifest but the primary's");
+    assert_eq!(repo.manifests().len(), 1, "no manifest but the primary's");
 
     // Now on timeline 2 throughout, the same standby is backed up.
     let out = backup_from(&repo, &cascaded, &[]);
     assert_exit(&out, 0);
     let backup = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let m = manifest_of(&repo, &backup);
+    let m = repo.manifest(&backup);
     assert_eq!(m["from_standby"], Value::Bool(true));
     assert!(
         m["start_wal"].as_str().unwrap().starts_with("00000002"),

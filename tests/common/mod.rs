@@ -574,6 +574,24 @@ impl TestRepo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The manifests in a file repository, one per complete backup.
+    pub fn manifests(&self) -> Vec<PathBuf> {
+        files_under(self.dir.as_ref().expect("a file repository"))
+            .into_iter()
+            .filter(|p| file_name(p) == "manifest.json")
+            .collect()
+    }
+
+    /// The manifest of `backup` in a file repository, as JSON.
+    pub fn manifest(&self, backup: &str) -> serde_json::Value {
+        let path = self
+            .manifests()
+            .into_iter()
+            .find(|p| p.parent().and_then(|d| d.file_name()) == Some(backup.as_ref()))
+            .expect("the backup has a manifest");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
     /// Every object in a file repository, with a digest of its content.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         let dir = self
@@ -597,6 +615,25 @@ fn crc(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     h.write(bytes);
     h.finish()
+}
+
+/// `prove` of the newest backup with `major`'s binaries (15 is the
+/// default the tests find on PATH) in a scratch directory of its own.
+pub fn prove_args(scratch: &Scratch, major: u32) -> Vec<String> {
+    let mut args = Vec::new();
+    if major != 15 {
+        args.push("--pg-bindir".to_string());
+        args.push(
+            pg_root()
+                .join(major.to_string())
+                .join("bin")
+                .display()
+                .to_string(),
+        );
+    }
+    args.extend(["prove".to_string(), "--scratch".to_string()]);
+    args.push(scratch.dir("prove-scratch").display().to_string());
+    args
 }
 
 /// Runs pgproof with the given arguments and environment, never reading
