@@ -510,7 +510,7 @@ fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 fn repository(text: Option<Sourced<String>>) -> Result<Sourced<RepoUrl>> {
     let text = text.ok_or_else(|| {
         Error::config("no repository is configured").with_hint(
-            "set --repo or PGPROOF_REPO (file:///path or s3://bucket/prefix), or `repo` in the configuration file",
+            "set --repo or PGPROOF_REPO (file:///path, s3://bucket/prefix or az://container/prefix), or `repo` in the configuration file",
         )
     })?;
     let url = text

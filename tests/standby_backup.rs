@@ -231,6 +231,24 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
             "{major}: the refused backup left nothing under the unbound prefix"
         );
 
+        // Nor does it raise the format of the primary's prefix: a primary
+        // archiving with an older pgproof would then refuse it.
+        let record = repo.dir.as_ref().unwrap().join("main/cluster.json");
+        let original = std::fs::read(&record).unwrap();
+        let mut older: Value = serde_json::from_slice(&original).unwrap();
+        older["format"] = 5.into();
+        std::fs::write(&record, pgproof::repo::document::encode(&older).unwrap()).unwrap();
+        let out = backup_from(&repo, &standby, &[]);
+        assert_exit(&out, 11);
+        assert!(
+            stderr(&out).contains("upgrade pgproof on the primary first"),
+            "{major}:\n{}",
+            stderr(&out)
+        );
+        let after: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        assert_eq!(after["format"], 5, "{major}: the record is left as it was");
+        std::fs::write(&record, &original).unwrap();
+
         // An idle primary never finishes the segment the standby's backup
         // stops in: the backup waits, then fails naming what would finish
         // it, and leaves no manifest. The checkpoint gives the backup a

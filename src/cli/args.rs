@@ -15,7 +15,7 @@ pub struct Cli {
     /// Cluster name: the cluster's prefix in the repository
     #[arg(long, global = true, env = "PGPROOF_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
-    /// Repository: file:///path or s3://bucket/prefix
+    /// Repository: file:///path, s3://bucket/prefix or az://container/prefix
     #[arg(long, global = true, env = "PGPROOF_REPO", value_name = "URL")]
     pub repo: Option<String>,
     /// Compression of stored files: zstd, zstd:LEVEL, lz4 or none [default: zstd:1]

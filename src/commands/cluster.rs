@@ -93,11 +93,13 @@ pub async fn bind_or_refuse(
         }
         Bound::Existing(b) => Ok(b),
         Bound::Mismatch(theirs) => Err(mismatch(repo, local, &theirs)),
+        Bound::Older(..) => unreachable!("bind raises an older record's format"),
     }
 }
 
 /// A prefix that already belongs to the local cluster; refuses an unbound
 /// one (a configuration error, with `unbound_hint`) instead of binding it,
+/// one whose identity record is of an older format instead of raising it,
 /// and one of another system as `bind_or_refuse` does.
 pub async fn bound_or_refuse(
     repo: &Repository,
@@ -112,6 +114,15 @@ pub async fn bound_or_refuse(
         .with_hint(unbound_hint)),
         Some(Bound::Existing(b) | Bound::Created(b)) => Ok(b),
         Some(Bound::Mismatch(theirs)) => Err(mismatch(repo, local, &theirs)),
+        Some(Bound::Older(_, format)) => Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "repository prefix {} is of repository format {format}, older than this pgproof's {}; raising it from here would make the pgproof archiving into it refuse the prefix",
+                repo.describe(),
+                crate::repo::identity::FORMAT_VERSION
+            ),
+        )
+        .with_hint("upgrade pgproof on the primary first (its next wal-push raises the format), then back up the standby")),
     }
 }
 

@@ -21,7 +21,6 @@
 //!   filling it).
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::lsn::Lsn;
 use crate::pg::server::Connection;
 use std::path::Path;
 
@@ -37,9 +36,8 @@ pub fn has_signal_file(pgdata: &Path) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveryState {
     pub in_recovery: bool,
-    /// pg_control's minimum recovery point and its timeline: what a stop
-    /// in recovery returns as the stop LSN and timeline. 0 once promoted.
-    pub min_recovery_point: Lsn,
+    /// The timeline of pg_control's minimum recovery point: what a stop in
+    /// recovery returns as the stop timeline. 0 once promoted.
     pub min_recovery_timeline: u32,
 }
 
@@ -49,17 +47,14 @@ pub async fn recovery_state(conn: &Connection) -> Result<RecoveryState> {
             "asking the standby where recovery stands",
             conn.timeout,
             conn.client.query_one(
-                "SELECT pg_is_in_recovery(), min_recovery_end_lsn::text, min_recovery_end_timeline \
-                 FROM pg_control_recovery()",
+                "SELECT pg_is_in_recovery(), min_recovery_end_timeline FROM pg_control_recovery()",
                 &[],
             ),
         )
         .await?;
-    let lsn: String = row.get(1);
-    let timeline: i32 = row.get(2);
+    let timeline: i32 = row.get(1);
     Ok(RecoveryState {
         in_recovery: row.get(0),
-        min_recovery_point: lsn.parse()?,
         min_recovery_timeline: u32::try_from(timeline).map_err(|_| {
             Error::new(
                 ErrorKind::Postgres,

@@ -75,6 +75,9 @@ pub enum Bound {
     Existing(Binding),
     /// The prefix belongs to another system (its current binding is given).
     Mismatch(Binding),
+    /// The prefix belongs to this system, but its identity record is of an
+    /// older format (given), which `bound` reports instead of raising.
+    Older(Binding, u32),
 }
 
 impl Repository {
@@ -162,29 +165,30 @@ impl Repository {
     }
 
     /// Whom a bound prefix belongs to, compared with `candidate`; `None`
-    /// when the prefix has no identity record. Never creates one, for a
-    /// writer that must not bind a prefix (a standby's backup: the prefix
-    /// is the primary's to bind, by archiving into it).
+    /// when the prefix has no identity record. Writes nothing, for a writer
+    /// that must not bind a prefix nor raise its format (a standby's
+    /// backup: the prefix is the primary's, and raising the format would
+    /// stop an older pgproof archiving on the primary).
     pub async fn bound(&self, candidate: &Binding) -> Result<Option<Bound>> {
-        let Some(record) = self.load_record().await? else {
-            return Ok(None);
-        };
-        let current = record.current().clone();
-        if current.id != candidate.id {
-            return Ok(Some(Bound::Mismatch(current)));
-        }
-        if record.format < FORMAT_VERSION {
-            self.upgrade_record(record).await?;
-        }
-        Ok(Some(Bound::Existing(current)))
+        Ok(self
+            .load_record()
+            .await?
+            .map(|record| compare(&record, candidate)))
     }
 
-    /// Binds an empty prefix to `candidate`, or reports whom it belongs to.
+    /// Binds an empty prefix to `candidate`, or reports whom it belongs to;
+    /// raises an older identity record of the same system to this format.
     /// Safe against a concurrent first push: the record is created only if absent.
     pub async fn bind(&self, candidate: Binding) -> Result<Bound> {
         for _ in 0..2 {
-            if let Some(bound) = self.bound(&candidate).await? {
-                return Ok(bound);
+            if let Some(record) = self.load_record().await? {
+                return match compare(&record, &candidate) {
+                    Bound::Older(current, _) => {
+                        self.upgrade_record(record).await?;
+                        Ok(Bound::Existing(current))
+                    }
+                    bound => Ok(bound),
+                };
             }
             let record = ClusterRecord {
                 format: FORMAT_VERSION,
@@ -209,5 +213,17 @@ impl Repository {
                 self.describe()
             ),
         ))
+    }
+}
+
+/// How `record` stands to `candidate`.
+fn compare(record: &ClusterRecord, candidate: &Binding) -> Bound {
+    let current = record.current().clone();
+    if current.id != candidate.id {
+        Bound::Mismatch(current)
+    } else if record.format < FORMAT_VERSION {
+        Bound::Older(current, record.format)
+    } else {
+        Bound::Existing(current)
     }
 }

@@ -1,7 +1,8 @@
 //! Uploads that were started and never completed nor aborted: an S3
 //! multipart upload whose process was killed, or a filesystem repository's
 //! staging file (`<key>#<n>`). Neither shows in a listing; both take space
-//! (and, on S3, money) until removed.
+//! (and, on S3, money) until removed. Azure keeps an interrupted block
+//! blob's uncommitted blocks out of listings and discards them itself.
 //!
 //! object_store can abort a multipart upload but not list them, so the
 //! listing (S3's ListMultipartUploads) is signed and sent here with

@@ -32,6 +32,17 @@ impl RepoUrl {
     }
 }
 
+/// Azure's rule for container names (the URL parser has lower-cased it).
+fn is_container_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
 /// The bucket (or container) and prefix of an object-store URL.
 fn bucket_and_prefix(url: &url::Url, s: &str, what: &str) -> Result<(String, String)> {
     let bucket = url.host_str().unwrap_or_default().to_string();
@@ -81,6 +92,14 @@ impl FromStr for RepoUrl {
             }
             "az" | "azure" => {
                 let (container, prefix) = bucket_and_prefix(&url, s, "container")?;
+                if !is_container_name(&container) {
+                    // Azure answers such a name with a bare 400, which would
+                    // look like a failing store and be retried.
+                    return Err(Error::config(format!(
+                        "{s:?}: {container:?} is not an Azure container name"
+                    ))
+                    .with_hint("a container name is 3 to 63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit"));
+                }
                 Ok(RepoUrl::Azure { container, prefix })
             }
             "gs" => Err(Error::config(format!(
@@ -146,9 +165,9 @@ mod tests {
             assert_eq!(url.to_string().parse::<RepoUrl>().unwrap(), url);
         }
         assert_eq!(
-            "azure://c/p".parse::<RepoUrl>().unwrap(),
+            "azure://abc/p".parse::<RepoUrl>().unwrap(),
             RepoUrl::Azure {
-                container: "c".into(),
+                container: "abc".into(),
                 prefix: "p".into()
             }
         );
@@ -162,6 +181,10 @@ mod tests {
             "/srv/backup",
             "file://server/share",
             "gs://bucket/prefix",
+            "az://ab/prefix",
+            "az://my_container/prefix",
+            "az://-backups/p",
+            "az://back--ups/p",
             "az:///prefix",
             "s3:///prefix",
             "ftp://x/y",

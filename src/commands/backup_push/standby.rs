@@ -93,7 +93,7 @@ pub async fn stop(server: &VerifiedServer, major: Major, limit: Duration) -> Res
                 server.reached, label.timeline, state.min_recovery_timeline
             ),
         )
-        .with_hint("run backup-push again now that the standby follows the new timeline"));
+        .with_hint("run backup-push again; a standby that followed a promotion shows the new timeline at its first restartpoint there, so if this repeats, run CHECKPOINT on the new primary first"));
     }
     Ok(stop)
 }
