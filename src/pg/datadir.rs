@@ -29,7 +29,7 @@ const SKIPPED_FILES: &[&str] = &[
     "postmaster.opts",
     // A restore writes its own recovery configuration; a standby's signal
     // file copied along would turn every restore into a standby.
-    "standby.signal",
+    super::standby::SIGNAL_FILE,
     "recovery.signal",
 ];
 

@@ -28,8 +28,10 @@ use std::path::Path;
 /// with `recovery.signal` instead it is an archive recovery that will end.
 pub const SIGNAL_FILE: &str = "standby.signal";
 
+/// Whether the server of `pgdata` starts (or runs) in standby mode: the
+/// signal file exists, of whatever type, as PostgreSQL's `stat` test asks.
 pub fn has_signal_file(pgdata: &Path) -> bool {
-    pgdata.join(SIGNAL_FILE).is_file()
+    pgdata.join(SIGNAL_FILE).exists()
 }
 
 /// Where a server in recovery stands, from its own pg_control.

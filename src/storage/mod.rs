@@ -1,7 +1,8 @@
 //! Storage: one interface over every backend (a filesystem path, S3 and
-//! S3-compatible stores, Azure Blob Storage), built on `object_store`. Every request is bounded
-//! in time per attempt and retried by one policy (`RetryPolicy`); failures
-//! carry the object's key and the repository's URL.
+//! S3-compatible stores, Azure Blob Storage), built on `object_store`.
+//! Every request is bounded in time per attempt and retried by one policy
+//! (`RetryPolicy`); failures carry the object's key and the repository's
+//! URL.
 //!
 //! Storage knows nothing of PostgreSQL, codecs or commands: it moves named
 //! bytes. Keys are relative to the repository root and are built only by

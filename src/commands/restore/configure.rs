@@ -33,7 +33,7 @@ pub fn write(
     }
     // Backups leave it out; one made otherwise, or copied in, would turn
     // this archive recovery into a standby that never ends.
-    let standby = dest.join("standby.signal");
+    let standby = dest.join(crate::pg::standby::SIGNAL_FILE);
     if standby.exists() {
         std::fs::remove_file(&standby).map_err(|e| Error::io("removing", &standby, e))?;
         tracing::warn!(

@@ -61,7 +61,7 @@ fn in_standby_mode(settings: &Settings) -> bool {
     settings
         .pgdata
         .as_ref()
-        .is_some_and(|p| p.value.join("standby.signal").exists())
+        .is_some_and(|p| crate::pg::standby::has_signal_file(&p.value))
 }
 
 /// `pgproof wal-fetch`, run by PostgreSQL as restore_command, whose exit
