@@ -18,12 +18,6 @@ fn offline_backup(repo: &TestRepo, pgdata: &Path) -> std::process::Output {
     repo.run(&["backup-push", "--offline", pgdata.to_str().unwrap()])
 }
 
-fn restore(repo: &TestRepo, dest: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["restore", dest.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    repo.run(&args)
-}
-
 #[test]
 fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() {
     for major in MAJORS.into_iter().filter(|m| wants_major(*m)) {
@@ -90,8 +84,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
         // Nothing to replay: PostgreSQL cannot pause or shut down at the
         // shutdown point, so asking for it is refused before anything is written.
         let dest = scratch.path.join("restored");
-        let out = restore(
-            &repo,
+        let out = repo.restore(
             &dest,
             &[
                 "--backup",
@@ -107,8 +100,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
 
         // Restored and started with no WAL from the archive beyond what it carries.
         let ts = elsewhere("ts-restored");
-        let out = restore(
-            &repo,
+        let out = repo.restore(
             &dest,
             &[
                 "--backup",
@@ -170,8 +162,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
         );
         let dest = scratch.path.join("pitr");
         let ts = elsewhere("ts-pitr");
-        let out = restore(
-            &repo,
+        let out = repo.restore(
             &dest,
             &[
                 "--backup",
@@ -211,8 +202,7 @@ fn a_stopped_cluster_is_backed_up_restored_verified_proven_and_recovered_past() 
         assert_eq!(m["offline"], Value::Bool(true), "{major}");
         let dest = scratch.path.join("incremental");
         let ts = elsewhere("ts-incremental");
-        let out = restore(
-            &repo,
+        let out = repo.restore(
             &dest,
             &[
                 "--backup",

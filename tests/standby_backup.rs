@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,7 +30,7 @@ fn standby_of(
     name: &str,
 ) -> Cluster {
     let pgdata = scratch.path.join(name);
-    let out = repo.run(&["restore", pgdata.to_str().unwrap(), "--backup", backup]);
+    let out = repo.restore(&pgdata, &["--backup", backup]);
     assert_exit(&out, 0);
     std::fs::remove_file(pgdata.join("recovery.signal")).unwrap();
     std::fs::write(pgdata.join("standby.signal"), "").unwrap();
@@ -175,21 +174,12 @@ impl Drop for Workload {
     }
 }
 
-fn restore(repo: &TestRepo, dest: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["restore", dest.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    repo.run(&args)
-}
-
 #[test]
 fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_time() {
     for major in MAJORS.into_iter().filter(|m| wants_major(*m)) {
         let scratch = Scratch::new(&format!("standby-{major}"));
         let repo = TestRepo::new(&scratch, Backend::File);
-        let mut primary = Cluster::init(&scratch, "primary", major);
-        primary.env = repo.env.clone();
-        primary.archive_with(&format!("--repo {} --cluster main", repo.url));
-        primary.start();
+        let primary = Cluster::archiving_into(&scratch, &repo, major);
         primary.execute(
             "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
         );
@@ -364,8 +354,7 @@ fn a_standby_is_backed_up_while_the_primary_writes_and_restored_to_a_point_in_ti
 
         // Restored to the named point and paused there: the rows are back.
         let dest = scratch.path.join("restored");
-        let out = restore(
-            &repo,
+        let out = repo.restore(
             &dest,
             &[
                 "--backup",
@@ -457,10 +446,7 @@ fn a_standby_that_follows_a_new_timeline_during_its_backup_is_not_backed_up() {
     }
     let scratch = Scratch::new("standby-timeline");
     let repo = TestRepo::new(&scratch, Backend::File);
-    let mut primary = Cluster::init(&scratch, "primary", major);
-    primary.env = repo.env.clone();
-    primary.archive_with(&format!("--repo {} --cluster main", repo.url));
-    primary.start();
+    let primary = Cluster::archiving_into(&scratch, &repo, major);
     primary.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 50000) g");
     let base = repo.backup(&primary);
     let upstream = standby_of(&scratch, &repo, &primary, &base, "upstream");

@@ -566,6 +566,13 @@ impl TestRepo {
         pgproof(&all, &self.pg_env(), None)
     }
 
+    /// `restore` of cluster prefix `main` into `dest`, with `extra` arguments.
+    pub fn restore(&self, dest: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["restore", dest.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// `backup-push --fast` of `cluster` into cluster prefix `main`, which
     /// must succeed; the backup's name.
     pub fn backup(&self, cluster: &Cluster) -> String {
